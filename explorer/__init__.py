@@ -1,0 +1,2 @@
+"""Deep Explorer: see inside neural networks."""
+__version__ = "0.1.0"

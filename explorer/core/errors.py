@@ -1,0 +1,22 @@
+"""Errors that carry one clear, user-facing sentence (shown in a dialog or printed as one line)."""
+from __future__ import annotations
+
+
+class ExplorerError(Exception):
+    """Base class: ``str(error)`` is the message a user sees, with no traceback."""
+
+
+class ModelLoadError(ExplorerError):
+    """A model name or checkpoint file could not be turned into a model."""
+
+
+class WeightsDownloadError(ExplorerError):
+    """Pretrained weights could not be fetched (offline, server error, corrupt file)."""
+
+
+class InputError(ExplorerError):
+    """An input (image, .npy tensor, folder) could not be read or does not fit the model."""
+
+
+class Cancelled(ExplorerError):
+    """Long work stopped because the user asked it to."""
