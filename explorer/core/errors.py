@@ -20,3 +20,9 @@ class InputError(ExplorerError):
 
 class Cancelled(ExplorerError):
     """Long work stopped because the user asked it to."""
+
+
+class UntrustedCheckpointError(ModelLoadError):
+    """The file holds pickled Python objects; loading it needs the user's explicit trust."""
+
+    marker = "--trust-checkpoint"  # every message names the option, so callers can recognise it

@@ -197,12 +197,12 @@ def load_model(name: str | None = None, *, checkpoint: str | Path | None = None,
     trust_checkpoint : allow unpickling whole modules (this runs code from the file).
     progress : called with (bytes done, bytes total) while weights download.
     """
-    from .checkpoint import load_checkpoint  # noqa: PLC0415
-
     name = name or DEFAULT_MODEL
     if checkpoint is None and Path(name).suffix and Path(name).exists():
         name, checkpoint = None, name
     if checkpoint is not None:
+        from .checkpoint import load_checkpoint  # noqa: PLC0415
+
         loaded = load_checkpoint(checkpoint, arch=name, trust=trust_checkpoint)
     elif name in BUNDLED_MODELS:
         loaded = load_bundled_model(name)
