@@ -11,7 +11,7 @@ import threading
 import traceback
 from typing import Any, Callable
 
-from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+from PySide6.QtCore import QCoreApplication, QObject, QRunnable, QThreadPool, QTimer, Signal
 
 from explorer.core.errors import Cancelled, ExplorerError
 
@@ -99,8 +99,12 @@ class TaskRunner(QObject):
         super().__init__(parent)
         self.pool = QThreadPool.globalInstance()
         self.active: set[Task] = set()
+        self._retired: list[Task] = []
+        self.closed = False
 
     def start(self, task: Task) -> Task:
+        if self.closed:
+            return task  # the window is closing: start nothing new
         self.active.add(task)
         task.signals.done.connect(self._task_done)  # a bound slot: delivered on the GUI thread
         self.pool.start(task)
@@ -108,18 +112,29 @@ class TaskRunner(QObject):
 
     def _task_done(self) -> None:
         signals = self.sender()
-        self.active = {t for t in self.active if t.signals is not signals}
+        ended = {t for t in self.active if t.signals is signals}
+        self.active -= ended
+        # keep the ended task alive until the other queued deliveries of its signals have run
+        self._retired.extend(ended)
+        QTimer.singleShot(0, self._release)
+
+    def _release(self) -> None:
+        self._retired = [t for t in self._retired if t in self.active]
 
     @property
     def idle(self) -> bool:
         return not self.active
 
     def shutdown(self, timeout_s: float = 30.0) -> None:
+        self.closed = True
         for task in list(self.active):
             task.cancel()
         for task in list(self.active):
             task.wait(timeout_s)
         self.pool.waitForDone(int(timeout_s * 1000))
+        # deliver what the ended tasks already sent, while their signal objects are still alive
+        QCoreApplication.sendPostedEvents()
+        QCoreApplication.processEvents()
 
 
 class LatestRunner(QObject):
