@@ -108,12 +108,15 @@ def test_meta_build_of_regnet_has_the_real_models_names_and_shapes():
     assert _architecture_signature("regnet_x_400mf") == real
 
 
-@pytest.mark.parametrize("wrapper", ["state_dict", "model", "model_state_dict"])
-def test_wrapped_and_data_parallel_state_dicts_load(tmp_path, wrapper):
+@pytest.mark.parametrize("wrapper, prefix", [("state_dict", "module."), ("model", ""),
+                                             ("model_state_dict", "_orig_mod."), ("state_dict", "model.")])
+def test_wrapped_and_prefixed_state_dicts_load(tmp_path, wrapper, prefix):
+    # Training checkpoints nest the weights next to other things (here a lone tensor too), and
+    # DataParallel, torch.compile and Lightning-style wrappers prefix every name.
     reference = _random_model(SHAPES_ARCH)
-    state = OrderedDict((f"module.{k}", v) for k, v in reference.state_dict().items())
+    state = OrderedDict((prefix + k, v) for k, v in reference.state_dict().items())
     path = tmp_path / "ckpt.pt"
-    torch.save({wrapper: state, "epoch": 7, "optimizer": {"lr": 0.1}}, path)
+    torch.save({wrapper: state, "epoch": 7, "ema_decay": torch.tensor(0.99), "optimizer": {"lr": 0.1}}, path)
     loaded = load_checkpoint(path)
     assert "architecture detected: shapes_net" in loaded.source
     assert loaded.spec.labels == tuple(SHAPE_CLASSES)

@@ -40,8 +40,9 @@ SHAPES_ARCH = "shapes_net"
 _ARCH_ALIASES = {"shapes": SHAPES_ARCH, "shapesnet": SHAPES_ARCH, "shapes_net": SHAPES_ARCH}
 # Keys under which training scripts commonly nest the state dict.
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "module")
-# Prefixes added by nn.DataParallel / DistributedDataParallel and by torch.compile.
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+# Prefixes added by nn.DataParallel / DistributedDataParallel, torch.compile, and wrappers that hold the
+# network as ``self.model`` or ``self.net`` (PyTorch Lightning modules, for one).
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.", "net.")
 # build_zoo_model drops GoogLeNet's and Inception's auxiliary heads; torchvision's own files have them.
 _AUX_PREFIXES = {"googlenet": ("aux1.", "aux2."), "inception_v3": ("AuxLogits.",)}
 _SHOWN_KEYS = 3
@@ -385,14 +386,15 @@ def _unwrap(payload, path: Path):
             return payload
         if not isinstance(payload, Mapping):
             break
-        tensors = {k: v for k, v in payload.items() if isinstance(v, torch.Tensor)}
-        if tensors and len(tensors) >= len(payload) / 2:
-            return tensors
         inner = next((payload[k] for k in _WRAPPER_KEYS
                       if isinstance(payload.get(k), (Mapping, nn.Module))), None)
-        if inner is None:
-            break
-        payload = inner
+        if inner is not None:
+            payload = inner
+            continue
+        tensors = {k: v for k, v in payload.items() if isinstance(v, torch.Tensor)}
+        if tensors and len(tensors) >= len(payload) / 2:  # a state dict, perhaps with a few extras
+            return tensors
+        break
     if isinstance(payload, torch.Tensor):
         raise ModelLoadError(f"{path.name} holds a single tensor of shape {_shape(tuple(payload.shape))}, "
                              f"not a model's weights")

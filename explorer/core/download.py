@@ -5,7 +5,6 @@ torchvision downloaded before are reused, and ours are reused by torchvision.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http.client
 import os
@@ -102,19 +101,13 @@ def fetch_weights(weights, progress: ProgressFn | None = None, url: str | None =
     # Download under a staging name and rename only after the hash check, so the cache never holds an
     # unverified file under the real name (torchvision would load it without checking).
     staging = dest.with_name(dest.name + ".download")
+    chunks = iter_download(source, staging, timeout=timeout)
     try:
-        with contextlib.closing(iter_download(source, staging, timeout=timeout)) as chunks:
-            for done, total in chunks:
-                if progress is not None:
-                    progress(done, total)
-    except (OSError, http.client.HTTPException, ValueError) as exc:
-        staging.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and not _is_network_error(exc):
-            raise WeightsDownloadError(f"cannot save {model} weights to {dest.parent}: "
-                                       f"{exc.strerror or exc}") from None
-        raise WeightsDownloadError(f"cannot download {model} weights from {host} ({_reason(exc)}): offline? "
-                                   f"use --weights none to continue with random (untrained) weights") from None
-    except BaseException:
+        while (step := _next_chunk(chunks, model, host, dest.parent)) is not None:
+            if progress is not None:
+                progress(*step)
+    except BaseException:  # failed or cancelled: closing the generator removes its temporary file
+        chunks.close()
         staging.unlink(missing_ok=True)
         raise
     expected = _hash_prefix(dest.name)
@@ -127,6 +120,19 @@ def fetch_weights(weights, progress: ProgressFn | None = None, url: str | None =
                                        f"--weights none to continue with random (untrained) weights")
     os.replace(staging, dest)
     return dest
+
+
+def _next_chunk(chunks: Iterator[tuple[int, int]], model: str, host: str, folder: Path) -> tuple[int, int] | None:
+    """The next progress step of a download, None at its end; its failures as one-line errors."""
+    try:
+        return next(chunks)
+    except StopIteration:
+        return None
+    except (OSError, http.client.HTTPException, ValueError) as exc:  # ValueError: a malformed URL
+        if isinstance(exc, OSError) and not _is_network_error(exc):
+            raise WeightsDownloadError(f"cannot save {model} weights to {folder}: {exc.strerror or exc}") from None
+        raise WeightsDownloadError(f"cannot download {model} weights from {host} ({_reason(exc)}): offline? "
+                                   f"use --weights none to continue with random (untrained) weights") from None
 
 
 def _file_name(url: str) -> str:
