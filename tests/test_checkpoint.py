@@ -157,15 +157,44 @@ def test_bundled_format_uses_its_stored_input_spec(tmp_path):
     _assert_same_outputs(reference, loaded.module)
 
 
-def test_torchscript_archive_round_trip_and_architecture(tmp_path):
+EAGER_NOTE = " (weights loaded into the eager model; outputs checked equal)"
+
+
+def _save_scripted(module: nn.Module, path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated; users still have archives
+        torch.jit.save(torch.jit.script(module), str(path))
+
+
+def test_torchscript_of_a_known_architecture_becomes_a_hookable_eager_model(tmp_path):
     reference = _random_model("squeezenet1_1")
     path = tmp_path / "scripted.pt"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        torch.jit.save(torch.jit.script(reference), str(path))
+    _save_scripted(reference, path)
     loaded = load_checkpoint(path)
-    assert loaded.source == "TorchScript archive, architecture detected: squeezenet1_1"
+    assert loaded.source == "TorchScript archive, architecture detected: squeezenet1_1" + EAGER_NOTE
+    assert type(loaded.module) is torchvision.models.SqueezeNet
     assert loaded.spec == zoo_spec("squeezenet1_1")
+    seen = []
+    loaded.module.features[0].register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    _assert_same_outputs(reference, loaded.module)
+    assert seen == [torch.Size([2, 64, 31, 31])]
+
+
+class DoubledShapesNet(ShapesNet):
+    """ShapesNet's tensors, another forward: must not be swapped for the eager ShapesNet."""
+
+    def forward(self, x):
+        x = self.avgpool(self.features(x))
+        return 2 * self.classifier(torch.flatten(x, 1))
+
+
+def test_torchscript_with_its_own_forward_stays_scripted(tmp_path):
+    reference = DoubledShapesNet().eval()
+    path = tmp_path / "doubled.pt"
+    _save_scripted(reference, path)
+    loaded = load_checkpoint(path)
+    assert loaded.source == "TorchScript archive, architecture detected: shapes_net"
+    assert isinstance(loaded.module, torch.jit.ScriptModule)
     _assert_same_outputs(reference, loaded.module)
 
 
@@ -173,10 +202,9 @@ def test_torchscript_of_unknown_architecture_infers_grey_input(tmp_path):
     torch.manual_seed(0)
     reference = TinyNet().eval()
     path = tmp_path / "tiny.pt"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        torch.jit.save(torch.jit.script(reference), str(path))
+    _save_scripted(reference, path)
     loaded = load_checkpoint(path)
+    assert isinstance(loaded.module, torch.jit.ScriptModule)
     assert "TorchScript archive (TinyNet; architecture not recognised)" == loaded.source
     assert loaded.spec.channels == 1 and loaded.spec.size == (224, 224) and loaded.spec.labels == ()
     _assert_same_outputs(reference, loaded.module, size=28, channels=1)
@@ -188,10 +216,22 @@ def test_exported_program_round_trip_with_its_input_size(tmp_path):
     example = torch.randn(2, 3, 64, 64)
     torch.export.save(torch.export.export(reference, (example,)), str(path))
     loaded = load_checkpoint(path)
-    assert loaded.source == "torch.export program, architecture detected: shapes_net"
+    assert loaded.source == "torch.export program, architecture detected: shapes_net" + EAGER_NOTE
+    assert type(loaded.module) is ShapesNet
     assert loaded.spec.size == (64, 64) and loaded.spec.labels == tuple(SHAPE_CLASSES)
-    loaded.module.eval()  # callers put every model in eval mode; the exported one must allow it
     _assert_same_outputs(reference, loaded.module, size=64)
+
+
+def test_exported_program_of_unknown_architecture_runs_as_exported(tmp_path):
+    torch.manual_seed(0)
+    reference = TinyNet().eval()
+    path = tmp_path / "tiny.pt2"
+    torch.export.save(torch.export.export(reference, (torch.randn(2, 1, 28, 28),)), str(path))
+    loaded = load_checkpoint(path)
+    assert loaded.source == "torch.export program (exported graph, fixed batch size 2; architecture not recognised)"
+    assert loaded.spec.channels == 1 and loaded.spec.size == (28, 28)
+    loaded.module.eval()  # callers put every model in eval mode; the exported graph must allow it
+    _assert_same_outputs(reference, loaded.module, size=28, channels=1)
 
 
 # --- architecture named, class count changed -------------------------------------------------------

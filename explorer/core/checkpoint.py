@@ -273,7 +273,7 @@ def _load_torchscript(path: Path, arch: str | None) -> LoadedModel:
     except Exception as exc:  # noqa: BLE001 - the TorchScript loader raises plain RuntimeErrors
         raise ModelLoadError(f"{path.name} is a damaged TorchScript archive ({_first_line(exc)})") from None
     class_name = getattr(module, "original_name", type(module).__name__)
-    return _self_described(module, path, arch, fmt="TorchScript archive", class_name=class_name)
+    return _self_described(module, path, arch, fmt="TorchScript archive", class_name=class_name, compiled=True)
 
 
 def _load_exported(path: Path, arch: str | None) -> LoadedModel:
@@ -290,27 +290,35 @@ def _load_exported(path: Path, arch: str | None) -> LoadedModel:
     # methods so that callers can put every model in eval mode the same way.
     for method in ("train", "eval"):
         module.__dict__.pop(method, None)
-    size = _exported_input_size(program)
-    return _self_described(module, path, arch, fmt="torch.export program", class_name="exported graph",
-                           input_shape=size)
+    shape = _exported_input_shape(program)
+    class_name = "exported graph" + (f", fixed batch size {shape[0]}" if shape and shape[0] != 1 else "")
+    return _self_described(module, path, arch, fmt="torch.export program", class_name=class_name,
+                           input_shape=shape, compiled=True)
 
 
-def _exported_input_size(program) -> tuple[int, ...] | None:
-    """(C, H, W) of the program's first user input when it is a batch of images."""
+def _exported_input_shape(program) -> tuple[int, ...] | None:
+    """(N, C, H, W) of the program's first user input when it is a batch of images of fixed size."""
     try:
         user_inputs = set(program.graph_signature.user_inputs)
         for node in program.graph.nodes:
             if node.op == "placeholder" and node.name in user_inputs:
                 shape = tuple(int(s) for s in node.meta["val"].shape)
-                return shape[1:] if len(shape) == 4 else None
+                return shape if len(shape) == 4 else None
     except (AttributeError, KeyError, TypeError, ValueError):  # symbolic sizes, unusual inputs
         return None
     return None
 
 
 def _self_described(module: nn.Module, path: Path, arch: str | None, fmt: str, class_name: str,
-                    input_shape: tuple[int, ...] | None = None) -> LoadedModel:
-    """A LoadedModel for a module that came with its own code; the architecture only informs the spec."""
+                    input_shape: tuple[int, ...] | None = None, compiled: bool = False) -> LoadedModel:
+    """A LoadedModel for a module that came with its own code; the architecture informs the spec.
+
+    ``input_shape`` is the (N, C, H, W) an exported graph was exported for, when fixed.
+
+    ``compiled`` modules (TorchScript, exported graphs) run their layers without calling submodules, so
+    forward hooks cannot see inside them. When the architecture is recognised and the eager model with
+    the file's weights computes the same outputs, the eager model is returned instead.
+    """
     state = module.state_dict()
     signature = _signature_of(state)
     match = None
@@ -325,10 +333,33 @@ def _self_described(module: nn.Module, path: Path, arch: str | None, fmt: str, c
     else:
         spec = _inferred_spec(state)
         source = f"{fmt} ({class_name}; architecture not recognised)"
-    if input_shape is not None and len(input_shape) == 3 and input_shape[0] == spec.channels:
-        spec = InputSpec(size=tuple(input_shape[1:]), channels=spec.channels, mean=spec.mean, std=spec.std,
+    if input_shape is not None and input_shape[1] == spec.channels:
+        spec = InputSpec(size=tuple(input_shape[2:]), channels=spec.channels, mean=spec.mean, std=spec.std,
                          labels=spec.labels)
-    return LoadedModel(path.name, module.eval(), spec, trained=True, source=source)
+    module.eval()
+    if compiled and match is not None:
+        eager = _equivalent_eager_model(module, match, state, input_shape or (1, *spec.shape), path)
+        if eager is not None:
+            module = eager
+            source += " (weights loaded into the eager model; outputs checked equal)"
+    return LoadedModel(path.name, module, spec, trained=True, source=source)
+
+
+def _equivalent_eager_model(module: nn.Module, match: ArchitectureMatch, state: Mapping[str, torch.Tensor],
+                            input_shape: tuple[int, ...], path: Path) -> nn.Module | None:
+    """``match``'s architecture holding ``state``, if it gives ``module``'s outputs on a random input."""
+    try:
+        eager = _instantiate(match, _normalised(state), path)
+        x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            expected, actual = module(x), eager(x)
+    except Exception:  # noqa: BLE001 - any failure just means: keep the file's own module
+        return None
+    if not (isinstance(expected, torch.Tensor) and isinstance(actual, torch.Tensor)
+            and expected.shape == actual.shape):
+        return None
+    tolerance = 1e-4 * max(1.0, float(expected.abs().max()))
+    return eager if torch.allclose(actual, expected, rtol=1e-4, atol=tolerance) else None
 
 
 # --- state dicts ----------------------------------------------------------------------------------
