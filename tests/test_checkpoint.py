@@ -95,6 +95,19 @@ def test_detection_picks_the_architecture_the_state_dict_came_from(tmp_path, arc
     _assert_same_outputs(reference, loaded.module)
 
 
+def test_googlenet_file_with_auxiliary_heads_loads_without_them(tmp_path):
+    # torchvision's own GoogLeNet files carry aux1/aux2; the explorer builds GoogLeNet without them.
+    torch.manual_seed(0)
+    reference = torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=True).eval()
+    path = tmp_path / "weights.pt"
+    torch.save(reference.state_dict(), path)
+    loaded = load_checkpoint(path)
+    without_aux = [k for k in reference.state_dict() if not k.startswith(("aux1.", "aux2."))]
+    assert loaded.source == f"state dict, architecture detected: googlenet (matched {len(without_aux)} tensors)"
+    assert not hasattr(loaded.module, "aux1") or loaded.module.aux1 is None
+    _assert_same_outputs(reference, loaded.module)
+
+
 def test_detect_architecture_tells_apart_siblings():
     # vgg11 and vgg11_bn, resnet50 and wide_resnet50_2 share layouts; names and shapes still decide.
     for arch in ("vgg11_bn", "wide_resnet50_2", "regnet_x_400mf"):
@@ -327,9 +340,10 @@ PNG_HEADER = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(64))
 @pytest.mark.parametrize("name, content, expected", [
     ("empty.pt", b"", "empty.pt is empty (0 bytes): not a checkpoint"),
     ("noise.pt", bytes([7, 200, 13, 0, 255, 1]) * 300, "noise.pt is not a checkpoint: its content is not recognised"),
-    ("notes.pth", "weights: see the README\n".encode() * 10, "notes.pth is not a checkpoint: it is a text file"),
+    ("notes.pth", b"weights: see the README\n" * 10, "notes.pth is not a checkpoint: it is a text file"),
     ("cat.pt", PNG_HEADER, "cat.pt is not a checkpoint: it looks like a PNG image"),
-    ("fake.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!", "fake.safetensors is not a valid safetensors"),
+    ("fake.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!",
+     "fake.safetensors is not a valid safetensors"),
 ])
 def test_files_that_are_not_checkpoints(tmp_path, name, content, expected):
     path = tmp_path / name

@@ -33,8 +33,8 @@ from torch.overrides import TorchFunctionMode
 
 from .errors import ModelLoadError, UntrustedCheckpointError
 from .models import IMAGENET_MEAN, IMAGENET_STD, InputSpec, LoadedModel, build_zoo_model, zoo_names, zoo_spec
-from .shapes_net import SHAPES_FORMAT, SHAPES_INPUT_SIZE, SHAPES_MEAN, SHAPES_STD, ShapesNet
 from .shapes_data import SHAPE_CLASSES
+from .shapes_net import SHAPES_FORMAT, SHAPES_INPUT_SIZE, SHAPES_MEAN, SHAPES_STD, ShapesNet
 
 SHAPES_ARCH = "shapes_net"
 _ARCH_ALIASES = {"shapes": SHAPES_ARCH, "shapesnet": SHAPES_ARCH, "shapes_net": SHAPES_ARCH}
@@ -470,7 +470,7 @@ def _build(arch: str, num_classes: int | None = None) -> nn.Module:
     return build_zoo_model(arch, num_classes=num_classes)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _architecture_signature(arch: str, num_classes: int | None = None) -> dict[str, tuple[int, ...]]:
     """State-dict names and shapes of an architecture, from a copy built without weight memory."""
     with _ShapeFactoriesOnMeta():

@@ -14,8 +14,8 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import torch
 
@@ -115,9 +115,9 @@ def fetch_weights(weights, progress: ProgressFn | None = None, url: str | None =
         digest = _sha256(staging)
         if not digest.startswith(expected):
             staging.unlink(missing_ok=True)
-            raise WeightsDownloadError(f"downloaded {model} weights from {host} are corrupt (sha256 {digest[:len(expected)]}"
-                                       f", expected {expected}); the file was deleted, try again or use "
-                                       f"--weights none to continue with random (untrained) weights")
+            raise WeightsDownloadError(f"downloaded {model} weights from {host} are corrupt (sha256 "
+                                       f"{digest[:len(expected)]}, expected {expected}); the file was deleted, "
+                                       f"try again or use --weights none to continue with random (untrained) weights")
     os.replace(staging, dest)
     return dest
 
