@@ -23,6 +23,6 @@ class Cancelled(ExplorerError):
 
 
 class UntrustedCheckpointError(ModelLoadError):
-    """The file holds pickled Python objects; loading it needs the user's explicit trust."""
+    """A checkpoint holds pickled Python objects; loading it runs code, so the user must trust it first."""
 
     marker = "--trust-checkpoint"  # every message names the option, so callers can recognise it
