@@ -49,8 +49,8 @@ def independent_activation(window, layer: str) -> torch.Tensor:
 
 def close_window(qtbot, window) -> None:
     window.close()
-    window.deleteLater()
-    qtbot.wait(100)
+    qtbot.wait(50)
+    assert window.runner.idle
 
 
 @pytest.fixture
@@ -234,3 +234,55 @@ def test_screenshot_mode_writes_the_window_and_exits(tmp_path):
                             env={**__import__("os").environ, "QT_QPA_PLATFORM": "offscreen"})
     assert result.returncode == 0, result.stderr[-2000:]
     assert Image.open(out).size[0] >= 800
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_offline_download_offers_untrained_weights(qtbot, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # nothing cached
+    monkeypatch.setenv("DEEP_EXPLORER_WEIGHTS_URL", f"http://127.0.0.1:{_closed_port()}/")
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: asked.append(a[2]) or QMessageBox.Yes)
+    window = create_window(options(model="squeezenet1_1", weights="pretrained"), interactive=True)
+    qtbot.addWidget(window)
+    wait_idle(qtbot, window)
+    assert asked and "--weights none" in asked[0]
+    assert window.loaded.name == "squeezenet1_1" and not window.loaded.trained
+    assert "untrained" in window.model_label.text()
+    close_window(qtbot, window)
+
+
+def test_pickled_checkpoint_needs_trust_in_a_dialog(qtbot, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+
+    from explorer.core.shapes_net import ShapesNet
+
+    model = ShapesNet().eval()
+    path = tmp_path / "whole_model.pt"
+    torch.save(model, path)
+    answers = iter([QMessageBox.No, QMessageBox.Yes])
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: asked.append(a[2]) or next(answers))
+    warnings = []
+    monkeypatch.setattr(QMessageBox, "warning", lambda *a, **k: warnings.append(a[2]))
+    window = create_window(options(model="resnet18", weights="none"), interactive=True)
+    qtbot.addWidget(window)
+    wait_idle(qtbot, window)
+    window.load_model(ModelRequest(checkpoint=str(path)))  # refused: the model stays resnet18
+    qtbot.waitUntil(lambda: len(warnings) == 1, timeout=30_000)
+    wait_idle(qtbot, window)
+    assert window.loaded.name == "resnet18" and "trust" in asked[0]
+    window.load_model(ModelRequest(checkpoint=str(path)))  # trusted this time
+    qtbot.waitUntil(lambda: window.loaded.name != "resnet18", timeout=30_000)
+    wait_idle(qtbot, window)
+    x = torch.randn(1, 3, 128, 128)
+    torch.testing.assert_close(window.loaded.module(x), model(x))
+    close_window(qtbot, window)
