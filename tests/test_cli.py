@@ -110,3 +110,76 @@ def test_unreadable_image_fails_cleanly_in_a_subprocess(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "bad.jpg is not an image" in result.stderr and "Traceback" not in result.stderr
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch):
+    """An empty torch.hub cache and a weights mirror nobody answers at."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.setenv("DEEP_EXPLORER_WEIGHTS_URL", f"http://127.0.0.1:{_closed_port()}/")
+
+
+def test_offline_pretrained_is_one_line_suggesting_weights_none(capsys, offline_hub):
+    code, _, err = run_cli(capsys, "predict", "--model", "squeezenet1_1", "--input",
+                           str(SAMPLES / "chelsea.jpg"))
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "--weights none" in lines[0] and "squeezenet1_1" in lines[0]
+
+
+def test_layers_never_downloads(capsys, offline_hub):
+    code, out, _ = run_cli(capsys, "layers", "--model", "squeezenet1_1", "--json")
+    assert code == 0 and json.loads(out)["model"] == "squeezenet1_1"
+
+
+def test_download_shows_a_progress_bar_then_predicts(capsys, tmp_path, monkeypatch):
+    import functools
+    import hashlib
+    import http.server
+    import io
+    import threading
+
+    import torchvision
+
+    from explorer.core.models import build_zoo_model
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    torch.manual_seed(0)
+    reference = build_zoo_model("squeezenet1_1").eval()
+    buffer = io.BytesIO()
+    torch.save(reference.state_dict(), buffer)
+    data = buffer.getvalue()
+    name = f"squeezenet1_1-{hashlib.sha256(data).hexdigest()[:8]}.pth"
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / name).write_bytes(data)
+    enum = torchvision.models.get_model_weights("squeezenet1_1").DEFAULT
+    monkeypatch.setattr(enum.value, "url", f"https://download.pytorch.org/models/{name}")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *a: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("DEEP_EXPLORER_WEIGHTS_URL", f"http://127.0.0.1:{httpd.server_address[1]}/")
+        code, out, err = run_cli(capsys, "predict", "--model", "squeezenet1_1", "--input",
+                                 str(SAMPLES / "coffee.jpg"), "--json")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert code == 0
+    assert "downloading weights" in err and "100.0%" in err
+    data = json.loads(out)
+    assert data["trained"] is True
+    x, _ = load_input(SAMPLES / "coffee.jpg", load_model("squeezenet1_1", weights="none").spec)
+    with torch.no_grad():
+        best = int(reference(x).argmax())
+    assert data["predictions"][0]["top"][0]["index"] == best

@@ -97,6 +97,8 @@ class ActivationView(QWidget):
             self.info.setText("no activation to show" if view is None else "select a layer")
             return
         self.unit = min(max(unit, 0), view.units - 1)
+        self.unit_pane.setVisible(not view.is_vector)  # a 1x1 map says nothing: the bar and the text do
+        self.overlay_box.setEnabled(not view.is_vector)
         if view.is_vector:
             self.grid_pane.setVisible(False)
             self.bars.setVisible(True)
@@ -134,8 +136,11 @@ class ActivationView(QWidget):
             self.grid_pane.set_box(top, left, view.layout.tile_h - 1, view.layout.tile_w - 1)
         unit_map = view.unit_map(unit)
         value = view.activation[unit]
-        stats = (f"value {float(value):.4g}" if view.is_vector else
-                 f"max {float(unit_map.max()):.4g}, mean {float(unit_map.mean()):.4g}")
+        if view.is_vector:
+            self.info.setText(f"{view.layer} · unit {unit} of {view.units}\nvalue {float(value):.4g} "
+                              f"· layer range [{view.value_range[0]:.4g}, {view.value_range[1]:.4g}]")
+            return
+        stats = f"max {float(unit_map.max()):.4g}, mean {float(unit_map.mean()):.4g}"
         self.info.setText(f"{view.layer} · unit {unit} of {view.units} · {stats}\n"
                           f"layer range [{view.value_range[0]:.4g}, {view.value_range[1]:.4g}]")
         if self.overlay_box.isChecked() and self.picture is not None and not view.is_vector:

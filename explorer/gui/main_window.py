@@ -121,7 +121,7 @@ class MainWindow(QMainWindow):
         dock.setWidget(self.input_panel)
         self.addDockWidget(Qt.RightDockWidgetArea, dock)
         self.input_dock = dock
-        self.resizeDocks([self.layers_dock, self.input_dock], [430, 330], Qt.Horizontal)
+        self.resizeDocks([self.layers_dock, self.input_dock], [500, 300], Qt.Horizontal)
 
     def add_view(self, key: str, title: str, widget: QWidget) -> None:
         """Add a panel as a tab; ``--view key`` and Ctrl+<n> show it."""
