@@ -1,0 +1,371 @@
+"""The live pipeline, Qt-free: newest frame → preprocess → forward (hooked layer only) → tile.
+
+A :class:`LiveRunner` runs :class:`LivePipeline` on a worker thread and feeds it from a
+:class:`FrameSlot`, a mailbox with room for one frame: a frame that arrives while the model is busy
+replaces the waiting one (counted as dropped), so the display is never more than one frame behind
+the camera and nothing queues up (the Deep Visualization Toolbox did the same).
+The GUI and ``deep-explorer bench live`` are two thin callers of this module.
+"""
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import InputError
+from .models import LoadedModel
+from .preprocess import fit_image
+
+STAGES = ("preprocess", "forward", "tile", "display")
+
+
+class FrameSlot:
+    """A one-item mailbox shared by one producer and one consumer thread.
+
+    ``put`` never blocks: it replaces what is waiting and says whether it did (a dropped item).
+    ``take`` blocks until an item is there, the timeout passes (None) or the slot is closed (None).
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._item: Any = None
+        self._full = False
+        self._closed = False
+
+    def put(self, item: Any) -> bool:
+        """Leave ``item`` for the consumer; True when it replaced one that was never taken."""
+        with self._cond:
+            replaced = self._full
+            self._item, self._full = item, True
+            self._cond.notify()
+            return replaced
+
+    def take(self, timeout: float | None = None) -> Any:
+        with self._cond:
+            if not self._full and not self._closed:
+                self._cond.wait(timeout)
+            if not self._full:
+                return None
+            item, self._item, self._full = self._item, None, False
+            return item
+
+    def take_nowait(self) -> Any:
+        with self._cond:
+            item, self._item, self._full = self._item, None, False
+            return item
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+def tile_channels(act: torch.Tensor, columns: int | None = None, gap: int = 1) -> tuple[torch.Tensor, int]:
+    """All channels of one activation as a single grid image, on the tensor's own device.
+
+    Parameters
+    ----------
+    act : (C, H, W) activations (a (C,) vector is shown as C tiles of 1x1).
+    columns : tiles per row; by default ``ceil(sqrt(C))``.
+    gap : background pixels between tiles.
+
+    Returns
+    -------
+    ((rows*(H+gap)-gap, columns*(W+gap)-gap) float32 grid, columns). Gaps and empty tiles are NaN so
+    the caller can give them the background colour.
+    """
+    if act.dim() == 1:
+        act = act[:, None, None]
+    c, h, w = act.shape
+    cols = columns or int(np.ceil(np.sqrt(c)))
+    rows = -(-c // cols)
+    padded = torch.full((rows * cols, h + gap, w + gap), float("nan"), dtype=torch.float32, device=act.device)
+    padded[:c, :h, :w] = act.float()
+    grid = padded.view(rows, cols, h + gap, w + gap).permute(0, 2, 1, 3).reshape(rows * (h + gap), cols * (w + gap))
+    return grid[: rows * (h + gap) - gap, : cols * (w + gap) - gap], cols
+
+
+def grid_to_uint8(grid: torch.Tensor) -> torch.Tensor:
+    """Scale a tiled grid to 0..255 over the whole layer (one scale for all channels, so channels can be
+    compared); NaN gaps become 0. Returns uint8 on the grid's device."""
+    finite = torch.nan_to_num(grid, nan=0.0)
+    valid = ~torch.isnan(grid)
+    lo = torch.where(valid, grid, torch.full_like(grid, float("inf"))).amin()
+    hi = torch.where(valid, grid, torch.full_like(grid, float("-inf"))).amax()
+    span = torch.clamp(hi - lo, min=1e-12)
+    scaled = ((finite - lo) / span * 255.0).round_().clamp_(0, 255)
+    return torch.where(valid, scaled, torch.zeros_like(scaled)).to(torch.uint8)
+
+
+@dataclass
+class LiveFrame:
+    """One captured frame: (H, W, 3) uint8 RGB and when it arrived (``time.perf_counter()`` seconds)."""
+
+    image: np.ndarray
+    arrived: float
+    index: int = 0
+
+
+@dataclass
+class LiveResult:
+    """What the display needs for one frame; every array is fresh (never written to again)."""
+
+    frame: LiveFrame
+    model_input: np.ndarray  # (h, w, 3) uint8: the frame fitted to the model's input size
+    layer: str
+    unit: int | None
+    grid: np.ndarray  # (H, W) uint8, levels 0..255; the whole layer tiled
+    columns: int
+    tile_shape: tuple[int, int]  # (h, w) of one channel's tile
+    channels: int
+    unit_map: np.ndarray | None  # (h, w) float32 activation of the selected unit
+    top_class: int | None
+    unit_levels: tuple[float, float] = (0.0, 1.0)  # display range of ``unit_map``
+    timings: dict[str, float] = field(default_factory=dict)  # stage name → seconds
+    done: float = 0.0  # perf_counter when the worker finished
+
+
+class LivePipeline:
+    """Preprocess, forward with a hook on the shown layer only, and tile; timed per stage.
+
+    Parameters
+    ----------
+    loaded : the model; it is shared with the rest of the app, so ``half``/``channels_last`` work on a copy.
+    layer : name of the module whose output is shown (``named_modules`` name, e.g. ``layer1``).
+    half : run the forward in float16 (CUDA only; ignored elsewhere).
+    channels_last : use the channels-last memory format (CUDA only; ignored elsewhere).
+    """
+
+    def __init__(self, loaded: LoadedModel, layer: str | None = None, unit: int | None = None,
+                 fit: str = "crop", half: bool = False, channels_last: bool = False) -> None:
+        self.loaded = loaded
+        self.device = loaded.device
+        cuda = self.device.type == "cuda"
+        self.half = half and cuda
+        self.channels_last = channels_last and cuda
+        module = loaded.module
+        if self.half or self.channels_last:
+            module = copy.deepcopy(module)
+            if self.half:
+                module = module.half()
+            if self.channels_last:
+                module = module.to(memory_format=torch.channels_last)
+        self.module: nn.Module = module
+        self.modules = dict(module.named_modules())
+        self.fit = fit
+        spec = loaded.spec
+        self._mean = torch.tensor(spec.mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        self._std = torch.tensor(spec.std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        self.layer = layer or default_layer(module)
+        self.unit = unit
+        self._pinned_in: torch.Tensor | None = None
+
+    def set_layer(self, name: str) -> None:
+        if name not in self.modules:
+            raise InputError(f"no layer named {name!r} in {self.loaded.name}")
+        self.layer = name
+
+    def set_unit(self, unit: int | None) -> None:
+        self.unit = unit
+
+    def preprocess(self, image: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        """(H, W, 3) uint8 → ((1, C, h, w) normalised input on the device, (h, w, 3) fitted uint8)."""
+        spec = self.loaded.spec
+        fitted = fit_image(image, spec.size, self.fit)
+        x = torch.from_numpy(fitted)
+        if self.device.type == "cuda":
+            if self._pinned_in is None or self._pinned_in.shape != x.shape:
+                self._pinned_in = torch.empty(x.shape, dtype=torch.uint8).pin_memory()
+            self._pinned_in.copy_(x)
+            x = self._pinned_in.to(self.device, non_blocking=True)
+        x = x.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+        if spec.channels == 1:
+            # ITU-R 601 luma, as Pillow's "L" conversion
+            x = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+        x = (x - self._mean) / self._std
+        if self.half:
+            x = x.half()
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, fitted
+
+    def forward(self, x: torch.Tensor, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the model with one hook on ``layer``; returns (its output[0], the model's output)."""
+        captured: list[torch.Tensor] = []
+        me = threading.get_ident()
+
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+            # Other panels may run the same module on the GUI thread meanwhile: keep only our call.
+            if threading.get_ident() == me and not captured:
+                out = output[0] if isinstance(output, (tuple, list)) else output
+                captured.append(out.detach())
+
+        handle = self.modules[layer].register_forward_hook(hook)
+        try:
+            with torch.inference_mode():
+                out = self.module(x)
+        finally:
+            handle.remove()
+        if not captured:
+            raise InputError(f"layer {layer!r} did not run in the forward pass")
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        return captured[0][0], out
+
+    def process(self, frame: LiveFrame) -> LiveResult:
+        layer, unit = self.layer, self.unit  # read once: changes take effect on the next frame
+        t0 = time.perf_counter()
+        x, fitted = self.preprocess(frame.image)
+        t1 = time.perf_counter()
+        act, out = self.forward(x, layer)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        t2 = time.perf_counter()
+        with torch.inference_mode():
+            act = act.float()
+            flat = act if act.dim() in (1, 3) else act.reshape(act.shape[0], -1, act.shape[-1])
+            grid, cols = tile_channels(flat)
+            grid8 = grid_to_uint8(grid)
+            channels = flat.shape[0]
+            unit_t = None
+            if unit is not None and 0 <= unit < channels:
+                unit_t = flat[unit] if flat.dim() == 3 else flat[unit].view(1, 1)
+            top = int(out.reshape(out.shape[0], -1)[0].argmax()) if out.dim() >= 2 and out.numel() else None
+            grid_np = _to_host(grid8)
+            unit_np, unit_levels = None, (0.0, 1.0)
+            if unit_t is not None:
+                lo, hi = (float(v) for v in torch.aminmax(unit_t))
+                unit_np, unit_levels = _to_host(unit_t.float()), (lo, hi if hi > lo else lo + 1e-6)
+        t3 = time.perf_counter()
+        tile_shape = (1, 1) if flat.dim() == 1 else (int(flat.shape[1]), int(flat.shape[2]))
+        return LiveResult(frame=frame, model_input=fitted, layer=layer, unit=unit, grid=grid_np, columns=cols,
+                          tile_shape=tile_shape, channels=int(channels), unit_map=unit_np, top_class=top, unit_levels=unit_levels,
+                          timings={"preprocess": t1 - t0, "forward": t2 - t1, "tile": t3 - t2}, done=t3)
+
+
+def _to_host(t: torch.Tensor) -> np.ndarray:
+    """A fresh C-contiguous host array (on CUDA through pinned memory and a non-blocking copy)."""
+    if t.device.type == "cuda":
+        host = torch.empty(t.shape, dtype=t.dtype).pin_memory()
+        host.copy_(t, non_blocking=True)
+        torch.cuda.current_stream(t.device).synchronize()
+        return host.numpy()
+    return np.ascontiguousarray(t.numpy()).copy()
+
+
+def default_layer(module: nn.Module) -> str:
+    """The layer shown when none is chosen: the first convolution (else the first leaf module)."""
+    first_leaf = None
+    for name, m in module.named_modules():
+        if not name:
+            continue
+        if isinstance(m, nn.Conv2d):
+            return name
+        if first_leaf is None and not list(m.children()):
+            first_leaf = name
+    if first_leaf is None:
+        raise InputError("the model has no layers to show")
+    return first_leaf
+
+
+class LiveStats:
+    """Rolling figures for the status bar: frames shown per second, per-stage latency, dropped frames."""
+
+    def __init__(self, window: int = 60) -> None:
+        self.shown_times: deque[float] = deque(maxlen=window)
+        self.stage_times: dict[str, deque[float]] = {s: deque(maxlen=window) for s in STAGES}
+        self.latencies: deque[float] = deque(maxlen=window)
+        self.dropped = 0
+        self.shown = 0
+        self.arrived = 0
+
+    def record(self, timings: dict[str, float], arrived: float, shown_at: float) -> None:
+        self.shown += 1
+        self.shown_times.append(shown_at)
+        self.latencies.append(shown_at - arrived)
+        for stage, seconds in timings.items():
+            if stage in self.stage_times:
+                self.stage_times[stage].append(seconds)
+
+    @property
+    def fps(self) -> float:
+        t = self.shown_times
+        return (len(t) - 1) / (t[-1] - t[0]) if len(t) >= 2 and t[-1] > t[0] else 0.0
+
+    def summary(self) -> dict[str, float]:
+        """``fps``, ``<stage>_ms`` (medians), ``latency_ms`` (arrival → shown, median), ``dropped``, ``shown``."""
+        out: dict[str, float] = {"fps": self.fps}
+        for stage, values in self.stage_times.items():
+            out[f"{stage}_ms"] = float(np.median(values)) * 1e3 if values else 0.0
+        out["latency_ms"] = float(np.median(self.latencies)) * 1e3 if self.latencies else 0.0
+        out["dropped"] = self.dropped
+        out["shown"] = self.shown
+        return out
+
+
+def format_stats(s: dict[str, float]) -> str:
+    """One status-bar line, e.g. ``24.8 fps · pre 1.2 · fwd 35.0 · tile 0.8 · show 2.1 ms · 12 dropped``."""
+    return (f"{s['fps']:.1f} fps · pre {s['preprocess_ms']:.1f} · fwd {s['forward_ms']:.1f} · "
+            f"tile {s['tile_ms']:.1f} · show {s['display_ms']:.1f} ms · latency {s['latency_ms']:.0f} ms · "
+            f"{int(s['dropped'])} dropped")
+
+
+class LiveRunner:
+    """Runs a :class:`LivePipeline` on a worker thread, always on the newest submitted frame.
+
+    ``on_result(result)`` and ``on_error(message)`` are called on the worker thread.
+    """
+
+    def __init__(self, pipeline: LivePipeline, on_result: Callable[[LiveResult], None],
+                 on_error: Callable[[str], None] | None = None) -> None:
+        self.pipeline = pipeline
+        self.on_result = on_result
+        self.on_error = on_error
+        self.slot = FrameSlot()
+        self.dropped = 0
+        self.processed = 0
+        self._thread = threading.Thread(target=self._run, name="deep-explorer-live", daemon=True)
+        self._thread.start()
+
+    def submit(self, frame: LiveFrame) -> bool:
+        """Hand over the newest frame; True when it replaced a waiting one (that one is dropped)."""
+        replaced = self.slot.put(frame)
+        if replaced:
+            self.dropped += 1
+        return replaced
+
+    def _run(self) -> None:
+        while not self.slot.closed:
+            frame = self.slot.take(timeout=0.1)
+            if frame is None:
+                continue
+            try:
+                result = self.pipeline.process(frame)
+            except Exception as exc:  # noqa: BLE001 - reported to the user, the loop goes on
+                if self.on_error is not None:
+                    self.on_error(f"live inference failed: {exc}")
+                continue
+            self.processed += 1
+            if not self.slot.closed:
+                self.on_result(result)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the worker and wait for it (a forward in progress finishes first)."""
+        self.slot.close()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
