@@ -22,6 +22,7 @@ from torch import nn
 from .errors import InputError
 from .models import LoadedModel
 from .preprocess import fit_image
+from .tiling import GridLayout, activation_grid
 
 STAGES = ("preprocess", "forward", "tile", "display")
 
@@ -71,50 +72,31 @@ class FrameSlot:
         return self._closed
 
 
-def tile_channels(act: torch.Tensor, columns: int | None = None, gap: int = 1) -> tuple[torch.Tensor, int]:
-    """All channels of one activation as a single grid image, on the tensor's own device.
-
-    Parameters
-    ----------
-    act : (C, H, W) activations (a (C,) vector is shown as C tiles of 1x1).
-    columns : tiles per row; by default ``ceil(sqrt(C))``.
-    gap : background pixels between tiles.
-
-    Returns
-    -------
-    ((rows*(H+gap)-gap, columns*(W+gap)-gap) float32 grid, columns). Gaps and empty tiles are NaN so
-    the caller can give them the background colour.
-    """
-    if act.dim() == 1:
-        act = act[:, None, None]
-    c, h, w = act.shape
-    cols = columns or int(np.ceil(np.sqrt(c)))
-    rows = -(-c // cols)
-    padded = torch.full((rows * cols, h + gap, w + gap), float("nan"), dtype=torch.float32, device=act.device)
-    padded[:c, :h, :w] = act.float()
-    grid = padded.view(rows, cols, h + gap, w + gap).permute(0, 2, 1, 3).reshape(rows * (h + gap), cols * (w + gap))
-    return grid[: rows * (h + gap) - gap, : cols * (w + gap) - gap], cols
-
-
-def grid_to_uint8(grid: torch.Tensor) -> torch.Tensor:
-    """Scale a tiled grid to 0..255 over the whole layer (one scale for all channels, so channels can be
-    compared); NaN gaps become 0. Returns uint8 on the grid's device."""
-    finite = torch.nan_to_num(grid, nan=0.0)
-    valid = ~torch.isnan(grid)
-    lo = torch.where(valid, grid, torch.full_like(grid, float("inf"))).amin()
-    hi = torch.where(valid, grid, torch.full_like(grid, float("-inf"))).amax()
-    span = torch.clamp(hi - lo, min=1e-12)
-    scaled = ((finite - lo) / span * 255.0).round_().clamp_(0, 255)
-    return torch.where(valid, scaled, torch.zeros_like(scaled)).to(torch.uint8)
-
-
-@dataclass
 class LiveFrame:
-    """One captured frame: (H, W, 3) uint8 RGB and when it arrived (``time.perf_counter()`` seconds)."""
+    """One captured frame and when it arrived (``time.perf_counter()`` seconds).
 
-    image: np.ndarray
-    arrived: float
-    index: int = 0
+    ``image`` is (H, W, 3) uint8 RGB. A source may hand over ``decode`` instead, a function that makes
+    the image: it runs on first use, on the worker thread, so frames that are dropped are never
+    converted and the GUI thread stays free.
+    """
+
+    __slots__ = ("_image", "_decode", "arrived", "index")
+
+    def __init__(self, image: np.ndarray | None = None, arrived: float = 0.0, index: int = 0,
+                 decode: Callable[[], np.ndarray | None] | None = None) -> None:
+        if image is None and decode is None:
+            raise ValueError("a frame needs an image or a way to decode one")
+        self._image, self._decode = image, decode
+        self.arrived, self.index = arrived, index
+
+    @property
+    def image(self) -> np.ndarray:
+        if self._image is None:
+            image = self._decode() if self._decode is not None else None
+            if image is None:
+                raise InputError("the frame could not be decoded")
+            self._image, self._decode = image, None
+        return self._image
 
 
 @dataclass
@@ -125,10 +107,8 @@ class LiveResult:
     model_input: np.ndarray  # (h, w, 3) uint8: the frame fitted to the model's input size
     layer: str
     unit: int | None
-    grid: np.ndarray  # (H, W) uint8, levels 0..255; the whole layer tiled
-    columns: int
-    tile_shape: tuple[int, int]  # (h, w) of one channel's tile
-    channels: int
+    grid: np.ndarray  # (H, W) uint8, levels 0..255: the whole layer tiled, scaled over the layer
+    layout: GridLayout  # where each channel's tile sits in ``grid``
     unit_map: np.ndarray | None  # (h, w) float32 activation of the selected unit
     top_class: int | None
     unit_levels: tuple[float, float] = (0.0, 1.0)  # display range of ``unit_map``
@@ -234,13 +214,11 @@ class LivePipeline:
         t2 = time.perf_counter()
         with torch.inference_mode():
             act = act.float()
-            flat = act if act.dim() in (1, 3) else act.reshape(act.shape[0], -1, act.shape[-1])
-            grid, cols = tile_channels(flat)
-            grid8 = grid_to_uint8(grid)
-            channels = flat.shape[0]
+            grid, layout = activation_grid(act, norm="layer")
+            grid8 = grid.mul_(255.0).round_().to(torch.uint8)
             unit_t = None
-            if unit is not None and 0 <= unit < channels:
-                unit_t = flat[unit] if flat.dim() == 3 else flat[unit].view(1, 1)
+            if unit is not None and 0 <= unit < layout.count:
+                unit_t = act[unit] if act.dim() == 3 else act.reshape(layout.count, -1)[unit].view(1, -1)
             top = int(out.reshape(out.shape[0], -1)[0].argmax()) if out.dim() >= 2 and out.numel() else None
             grid_np = _to_host(grid8)
             unit_np, unit_levels = None, (0.0, 1.0)
@@ -248,9 +226,8 @@ class LivePipeline:
                 lo, hi = (float(v) for v in torch.aminmax(unit_t))
                 unit_np, unit_levels = _to_host(unit_t.float()), (lo, hi if hi > lo else lo + 1e-6)
         t3 = time.perf_counter()
-        tile_shape = (1, 1) if flat.dim() == 1 else (int(flat.shape[1]), int(flat.shape[2]))
-        return LiveResult(frame=frame, model_input=fitted, layer=layer, unit=unit, grid=grid_np, columns=cols,
-                          tile_shape=tile_shape, channels=int(channels), unit_map=unit_np, top_class=top, unit_levels=unit_levels,
+        return LiveResult(frame=frame, model_input=fitted, layer=layer, unit=unit, grid=grid_np, layout=layout,
+                          unit_map=unit_np, top_class=top, unit_levels=unit_levels,
                           timings={"preprocess": t1 - t0, "forward": t2 - t1, "tile": t3 - t2}, done=t3)
 
 

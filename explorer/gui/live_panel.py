@@ -203,14 +203,16 @@ class LivePanel(QWidget):
             self.open_folder(path)
 
     # ---- model, layer, unit -------------------------------------------------------------------------
-    def set_model(self, loaded: LoadedModel, layer: str | None = None) -> None:
-        """Show ``loaded``; the layer kept if the new model has it, else ``layer`` or its first convolution."""
+    def set_model(self, loaded: LoadedModel, layer: str | None = None, half: bool = False,
+                  channels_last: bool = False) -> None:
+        """Show ``loaded`` at ``layer`` (else the layer shown so far if the model has it, else its first
+        convolution). ``half`` and ``channels_last`` speed up CUDA and are ignored elsewhere."""
         self._stop_runner()
         self.loaded = loaded
         keep = layer or self.layer
         try:
             self.pipeline = LivePipeline(loaded, layer=keep if keep in dict(loaded.module.named_modules()) else None,
-                                         unit=self.unit)
+                                         unit=self.unit, half=half, channels_last=channels_last)
         except ExplorerError as exc:
             self.pipeline = None
             self._show_message(str(exc))
@@ -345,7 +347,7 @@ class LivePanel(QWidget):
         self._show_unit(result)
         label = self.loaded.spec.label(result.top_class) if self.loaded and result.top_class is not None else ""
         self.caption.setText(f"{self.source.name if self.source else ''} · {result.layer} "
-                             f"({result.channels} channels)" + (f" · top class: {label}" if label else ""))
+                             f"({result.layout.count} channels)" + (f" · top class: {label}" if label else ""))
         self._awaiting_paint = result
         if not self.grid_item.isVisible() or not self.view.isVisible():
             self._on_grid_painted()
@@ -361,9 +363,10 @@ class LivePanel(QWidget):
             self.unit_outline.setVisible(False)
             self.unit_item.clear()
             return
-        h, w = result.tile_shape
-        row, col = divmod(result.unit, result.columns)
-        self.unit_outline.setRect(QRectF(col * (w + 1) - 0.5, row * (h + 1) - 0.5, w + 1, h + 1))
+        layout = result.layout
+        top, left = layout.tile_origin(result.unit)
+        pad = layout.pad / 2
+        self.unit_outline.setRect(QRectF(left - pad, top - pad, layout.tile_w + 2 * pad, layout.tile_h + 2 * pad))
         self.unit_outline.setVisible(True)
         self.unit_item.setImage(result.unit_map, autoLevels=False, levels=result.unit_levels)
         if result.unit_map.shape != self._unit_shape:

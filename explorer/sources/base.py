@@ -50,8 +50,22 @@ class FrameSource(QObject):
         if self.mirror:
             image = np.ascontiguousarray(image[:, ::-1])
         self.frames_delivered += 1
-        self.frame.emit(LiveFrame(image=image, arrived=arrived if arrived is not None else time.perf_counter(),
-                                  index=self.frames_delivered))
+        self.frame.emit(LiveFrame(image, arrived if arrived is not None else time.perf_counter(),
+                                  self.frames_delivered))
+
+    def _deliver_video_frame(self, frame: QVideoFrame, arrived: float) -> None:
+        """Hand over a QVideoFrame undecoded: it becomes RGB only if the worker takes it."""
+        if not frame.isValid():
+            return
+        frame = QVideoFrame(frame)  # our own reference to the shared buffer
+        mirror = self.mirror
+
+        def decode() -> np.ndarray | None:
+            image = video_frame_to_rgb(frame)
+            return np.ascontiguousarray(image[:, ::-1]) if image is not None and mirror else image
+
+        self.frames_delivered += 1
+        self.frame.emit(LiveFrame(None, arrived, self.frames_delivered, decode=decode))
 
     def _fail(self, message: str) -> None:
         self.stop()

@@ -7,7 +7,7 @@ from PySide6.QtCore import QCoreApplication, QObject, Qt
 from PySide6.QtMultimedia import (QCamera, QCameraDevice, QCameraFormat, QMediaCaptureSession, QMediaDevices,
                                   QVideoFrame, QVideoSink)
 
-from .base import FrameSource, SourceError, video_frame_to_rgb
+from .base import FrameSource, SourceError
 
 
 def list_cameras() -> list[str]:
@@ -127,9 +127,7 @@ class CameraSource(FrameSource):
     def _on_frame(self, frame: QVideoFrame) -> None:
         arrived = time.perf_counter()
         if self._running:
-            image = video_frame_to_rgb(frame)
-            if image is not None:
-                self._deliver(image, arrived)
+            self._deliver_video_frame(frame, arrived)
 
     def _on_error(self, _error: QCamera.Error, message: str) -> None:
         if self._running:

@@ -7,7 +7,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QUrl
 from PySide6.QtMultimedia import QMediaPlayer, QVideoFrame, QVideoSink
 
-from .base import FrameSource, SourceError, video_frame_to_rgb
+from .base import FrameSource, SourceError
 
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".ogv", ".gif"}
 
@@ -57,11 +57,8 @@ class VideoFileSource(FrameSource):
 
     def _on_frame(self, frame: QVideoFrame) -> None:
         arrived = time.perf_counter()
-        if not self._running:
-            return
-        image = video_frame_to_rgb(frame)
-        if image is not None:
-            self._deliver(image, arrived)
+        if self._running:
+            self._deliver_video_frame(frame, arrived)
 
     def _on_error(self, _error: QMediaPlayer.Error, message: str) -> None:
         if self._running:
