@@ -78,7 +78,8 @@ def qimage_to_rgb(image: QImage) -> np.ndarray:
         image = image.convertToFormat(QImage.Format.Format_RGB888)
     h, w, stride = image.height(), image.width(), image.bytesPerLine()
     buf = np.frombuffer(image.constBits(), dtype=np.uint8, count=stride * h).reshape(h, stride)
-    return np.ascontiguousarray(buf[:, : w * 3]).reshape(h, w, 3)
+    # Copy: the buffer belongs to the QImage, which goes away when this function returns.
+    return buf[:, : w * 3].reshape(h, w, 3).copy()
 
 
 def video_frame_to_rgb(frame: QVideoFrame) -> np.ndarray | None:
