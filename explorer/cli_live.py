@@ -41,6 +41,8 @@ def add_bench_live(bench_subparsers: argparse._SubParsersAction) -> argparse.Arg
     add_model_args(p)
     p.add_argument("--layer", default=None, help="layer whose grid is shown (default: the first convolution)")
     p.add_argument("--seconds", type=float, default=10.0, help="how long to measure the live pipeline")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="alternate this many live and bare rounds (both then see the same machine load)")
     p.add_argument("--rate", type=float, default=1.0,
                    help="playback rate; raise it when the model is faster than the video's frame rate")
     p.add_argument("--half", action="store_true", help="float16 forward (CUDA only)")
@@ -53,20 +55,39 @@ def add_bench_live(bench_subparsers: argparse._SubParsersAction) -> argparse.Arg
 def run_bench_live(args: argparse.Namespace) -> int:
     if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) and sys.platform.startswith("linux"):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from PySide6.QtCore import QEventLoop, QTimer  # noqa: PLC0415 - Qt only for this subcommand
-    from PySide6.QtWidgets import QApplication  # noqa: PLC0415
+    from PySide6.QtWidgets import QApplication  # noqa: PLC0415 - Qt only for this subcommand
 
     from explorer.gui.live_panel import LivePanel  # noqa: PLC0415
 
+    if args.seconds <= 0 or args.rounds < 1:
+        raise CommandError("--seconds must be positive and --rounds at least 1")
     app = QApplication.instance() or QApplication(["deep-explorer"])
     loaded = model_from_args(args, weights=args.weights)
     panel = LivePanel()
     panel.setWindowTitle("deep-explorer bench live")
     panel.resize(1200, 500)
     panel.show()
+    try:
+        figures = _measure(app, panel, loaded, args)
+    finally:
+        panel.shutdown()
+        panel.close()
+        panel.deleteLater()
+        app.processEvents()
+    emit(args, figures, _report(figures))
+    return 0
+
+
+def _measure(app, panel, loaded, args: argparse.Namespace) -> dict:
+    """Alternate live rounds (the panel playing the video) and bare rounds (the panel frozen and idle, the
+    module alone on the frames just shown), so that both see the same machine load."""
+    from PySide6.QtCore import QEventLoop, QTimer  # noqa: PLC0415
+
     shown: list = []
     errors: list[str] = []
     loop = QEventLoop()
+    timer = QTimer(singleShot=True)
+    timer.timeout.connect(loop.quit)
 
     def on_shown(result) -> None:
         shown.append((time.perf_counter(), result))
@@ -77,79 +98,87 @@ def run_bench_live(args: argparse.Namespace) -> int:
         errors.append(message)
         loop.quit()
 
-    try:
-        panel.set_model(loaded, args.layer, half=args.half, channels_last=args.channels_last)
-        if args.layer and panel.layer != args.layer:
-            raise CommandError(panel.message.text() or f"no layer named {args.layer!r}")
-        panel.frame_shown.connect(on_shown)
-        panel.source_error.connect(on_error)
-        if not panel.open_video(args.video, rate=args.rate):
-            raise CommandError(panel.message.text())
-        # Warm up until a few frames are shown, then measure for --seconds.
-        give_up = QTimer(singleShot=True, interval=120_000)
-        give_up.timeout.connect(loop.quit)
-        give_up.start()
+    def run_loop(ms: int) -> None:
+        timer.start(ms)
         loop.exec()
-        give_up.stop()
+        timer.stop()
         if errors:
             raise CommandError(errors[0])
-        if len(shown) < WARMUP_FRAMES:
-            raise CommandError("no frame was shown within 120 s")
-        start_index = len(shown)
-        dropped0 = panel.live_stats.dropped
-        delivered0 = panel.source.frames_delivered
-        t0 = time.perf_counter()
-        QTimer.singleShot(int(args.seconds * 1000), loop.quit)
-        loop.exec()
-        elapsed = time.perf_counter() - t0
-        if errors:
-            raise CommandError(errors[0])
-        delivered = panel.source.frames_delivered - delivered0 if panel.source else 0
-        dropped = panel.live_stats.dropped - dropped0
-        measured = shown[start_index:]
-        pipeline = panel.pipeline
-    finally:
-        panel.shutdown()
-        panel.close()
-        panel.deleteLater()
+
+    panel.set_model(loaded, args.layer, half=args.half, channels_last=args.channels_last)
+    if args.layer and panel.layer != args.layer:
+        raise CommandError(panel.message.text() or f"no layer named {args.layer!r}")
+    panel.frame_shown.connect(on_shown)
+    panel.source_error.connect(on_error)
+    if not panel.open_video(args.video, rate=args.rate):
+        raise CommandError(panel.message.text())
+    run_loop(120_000)  # warm-up: until a few frames are shown
+    if len(shown) < WARMUP_FRAMES:
+        raise CommandError("fewer than 3 frames were shown in 120 s")
+    pipeline = panel.pipeline
+    live_frames = live_time = 0.0
+    bare_count = bare_time = 0.0
+    latencies: list[float] = []
+    dropped = delivered = 0
+    live_seconds = args.seconds / args.rounds
+    for _ in range(args.rounds):
+        panel.freeze(False)
+        first = len(shown)
+        dropped0, delivered0 = panel.live_stats.dropped, panel.source.frames_delivered
+        run_loop(int(live_seconds * 1000))
+        panel.freeze(True)
+        measured = shown[first:]
+        delivered += panel.source.frames_delivered - delivered0
+        if len(measured) >= 2:
+            live_frames += len(measured) - 1
+            live_time += measured[-1][0] - measured[0][0]
+        latencies += [(at - r.frame.arrived) * 1e3 for at, r in measured]
+        panel.runner.wait_idle()
         app.processEvents()
-    if len(measured) < 2:
-        raise CommandError(f"only {len(measured)} frames shown in {args.seconds:g} s; measure longer (--seconds)")
-    live_fps = (len(measured) - 1) / (measured[-1][0] - measured[0][0])
-    latencies = np.array([shown_at - r.frame.arrived for shown_at, r in measured]) * 1e3
-    bare_fps = bare_forward_fps(pipeline, [r.frame.image for _, r in measured], budget_s=min(args.seconds, 10.0))
-    data = {
+        dropped += panel.live_stats.dropped - dropped0
+        images = [r.frame.image for _, r in (measured or shown[-1:])]
+        n, t = bare_forward(pipeline, images, budget_s=live_seconds, min_count=len(measured))
+        bare_count += n
+        bare_time += t
+    if live_frames < 1 or live_time <= 0:
+        raise CommandError(f"too few frames shown in {args.seconds:g} s to measure; use a longer --seconds")
+    live_fps = live_frames / live_time
+    bare_fps = bare_count / bare_time
+    lat = np.array(latencies)
+    return {
         "live_fps": round(live_fps, 2),
         "bare_forward_fps": round(bare_fps, 2),
         "ratio": round(live_fps / bare_fps, 3),
-        "p50_ms": round(float(np.percentile(latencies, 50)), 1),
-        "p95_ms": round(float(np.percentile(latencies, 95)), 1),
+        "p50_ms": round(float(np.percentile(lat, 50)), 1),
+        "p95_ms": round(float(np.percentile(lat, 95)), 1),
         "dropped": int(dropped),
-        "frames_shown": len(measured),
-        "source_fps": round(delivered / elapsed, 2),
+        "frames_shown": len(latencies),
+        "source_fps": round(delivered / (args.seconds or 1), 2),
         "model": loaded.display_name,
         "layer": pipeline.layer,
         "device": str(pipeline.device),
         "input_size": list(loaded.spec.size),
     }
-    text = (f"live_fps          {data['live_fps']:.2f}\n"
-            f"bare_forward_fps  {data['bare_forward_fps']:.2f}\n"
-            f"ratio             {data['ratio']:.3f}\n"
-            f"p50_ms            {data['p50_ms']:.1f}\n"
-            f"p95_ms            {data['p95_ms']:.1f}\n"
-            f"dropped           {data['dropped']}\n"
-            f"({data['model']}, layer {data['layer']}, {data['device']}, "
-            f"{data['input_size'][0]}x{data['input_size'][1]}, {data['frames_shown']} frames shown, "
-            f"source {data['source_fps']:.1f} fps)")
-    if data["source_fps"] < 1.2 * bare_fps:
+
+
+def _report(d: dict) -> str:
+    text = (f"live_fps          {d['live_fps']:.2f}\n"
+            f"bare_forward_fps  {d['bare_forward_fps']:.2f}\n"
+            f"ratio             {d['ratio']:.3f}\n"
+            f"p50_ms            {d['p50_ms']:.1f}\n"
+            f"p95_ms            {d['p95_ms']:.1f}\n"
+            f"dropped           {d['dropped']}\n"
+            f"({d['model']}, layer {d['layer']}, {d['device']}, {d['input_size'][0]}x{d['input_size'][1]}, "
+            f"{d['frames_shown']} frames shown, source {d['source_fps']:.1f} fps)")
+    if d["source_fps"] < 1.2 * d["bare_forward_fps"]:
         text += "\nnote: the video delivers frames barely faster than the model runs; raise --rate"
-    emit(args, data, text)
-    return 0
+    return text
 
 
-def bare_forward_fps(pipeline, images: list[np.ndarray], budget_s: float = 10.0) -> float:
-    """Forward passes per second of the pipeline's module alone (no hooks, no tiling, no display),
-    on ``images`` preprocessed beforehand, cycling through them for about ``budget_s`` seconds."""
+def bare_forward(pipeline, images: list[np.ndarray], budget_s: float, min_count: int = 5) -> tuple[int, float]:
+    """Time the pipeline's module alone (no hooks, no tiling, no display) on ``images``, preprocessed
+    beforehand, cycling through them: at least ``min_count`` (and 5) passes, then until ``budget_s``.
+    Returns (passes, seconds)."""
     import torch  # noqa: PLC0415
 
     inputs = [pipeline.preprocess(im)[0] for im in images[:64]]
@@ -160,10 +189,10 @@ def bare_forward_fps(pipeline, images: list[np.ndarray], budget_s: float = 10.0)
         if cuda:
             torch.cuda.synchronize(pipeline.device)
         start = time.perf_counter()
-        while count < max(5, len(images)) and elapsed < budget_s or count < 5:
+        while count < max(5, min_count) or elapsed < budget_s:
             pipeline.module(inputs[count % len(inputs)])
             if cuda:
                 torch.cuda.synchronize(pipeline.device)
             count += 1
             elapsed = time.perf_counter() - start
-    return count / elapsed
+    return count, elapsed

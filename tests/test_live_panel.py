@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 from PIL import Image
+from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
 from explorer.core.preprocess import image_to_tensor
@@ -32,6 +33,7 @@ def panel(qtbot):
     widget.set_model(tiny_model(), "conv1")
     yield widget
     widget.close()
+    assert not [t for t in widget.findChildren(QTimer) if t.isActive()], "a timer is still running"
     widget.deleteLater()
     qtbot.wait(50)
     # Nothing left behind: no worker thread, no running timer, no window.

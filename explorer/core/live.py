@@ -71,6 +71,10 @@ class FrameSlot:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def full(self) -> bool:
+        return self._full
+
 
 class LiveFrame:
     """One captured frame and when it arrived (``time.perf_counter()`` seconds).
@@ -312,11 +316,14 @@ class LiveRunner:
         self.slot = FrameSlot()
         self.dropped = 0
         self.processed = 0
+        self.submitted = 0
+        self.failed = 0
         self._thread = threading.Thread(target=self._run, name="deep-explorer-live", daemon=True)
         self._thread.start()
 
     def submit(self, frame: LiveFrame) -> bool:
         """Hand over the newest frame; True when it replaced a waiting one (that one is dropped)."""
+        self.submitted += 1
         replaced = self.slot.put(frame)
         if replaced:
             self.dropped += 1
@@ -330,12 +337,22 @@ class LiveRunner:
             try:
                 result = self.pipeline.process(frame)
             except Exception as exc:  # noqa: BLE001 - reported to the user, the loop goes on
+                self.failed += 1
                 if self.on_error is not None:
                     self.on_error(f"live inference failed: {exc}")
                 continue
-            self.processed += 1
             if not self.slot.closed:
                 self.on_result(result)
+            self.processed += 1
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Wait until no frame is waiting or being processed; False on timeout."""
+        deadline = time.perf_counter() + timeout
+        while self.processed + self.failed + self.dropped < self.submitted:
+            if time.perf_counter() > deadline:
+                return False
+            time.sleep(0.002)
+        return True
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the worker and wait for it (a forward in progress finishes first)."""

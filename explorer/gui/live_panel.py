@@ -77,6 +77,7 @@ class LivePanel(QWidget):
         self._step_pending = False
         self._results = FrameSlot()
         self._results_dropped = 0
+        self._dropped_base = 0
         self._awaiting_paint: LiveResult | None = None
         self._result_received_at = 0.0
         self._last_stats_emit = 0.0
@@ -218,6 +219,7 @@ class LivePanel(QWidget):
             self._show_message(str(exc))
             return
         self.layer = self.pipeline.layer
+        self._dropped_base = 0
         self.runner = LiveRunner(self.pipeline, self._on_worker_result, self._relay.failed.emit)
         self._rerun_frozen()
 
@@ -259,8 +261,7 @@ class LivePanel(QWidget):
         self.source = source
         self.live_stats = LiveStats()
         self._results_dropped = 0
-        if self.runner is not None:
-            self.runner.dropped = 0
+        self._dropped_base = self.runner.dropped if self.runner is not None else 0
         self.message.clear()
         self.caption.setText(f"Source: {source.name}")
         return True
@@ -381,7 +382,8 @@ class LivePanel(QWidget):
         self.shown_result = result
         timings = dict(result.timings, display=now - self._result_received_at)
         self.live_stats.record(timings, result.frame.arrived, now)
-        self.live_stats.dropped = (self.runner.dropped if self.runner else 0) + self._results_dropped
+        self.live_stats.dropped = (self.runner.dropped - self._dropped_base if self.runner else 0) \
+            + self._results_dropped
         self.frame_shown.emit(result)
         if now - self._last_stats_emit >= STATS_INTERVAL:
             self._last_stats_emit = now
