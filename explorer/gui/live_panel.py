@@ -111,9 +111,12 @@ class LivePanel(QWidget):
         bar.addStretch(1)
 
         self.view = pg.GraphicsLayoutWidget()
-        self.frame_box = self.view.addViewBox(row=0, col=0, lockAspect=True, invertY=True, enableMenu=False)
-        self.grid_box = self.view.addViewBox(row=0, col=1, lockAspect=True, invertY=True, enableMenu=False)
-        self.unit_box = self.view.addViewBox(row=0, col=2, lockAspect=True, invertY=True, enableMenu=False)
+        self.frame_title = self.view.addLabel("input", row=0, col=0)
+        self.grid_title = self.view.addLabel("layer", row=0, col=1)
+        self.unit_title = self.view.addLabel("unit", row=0, col=2)
+        self.frame_box = self.view.addViewBox(row=1, col=0, lockAspect=True, invertY=True, enableMenu=False)
+        self.grid_box = self.view.addViewBox(row=1, col=1, lockAspect=True, invertY=True, enableMenu=False)
+        self.unit_box = self.view.addViewBox(row=1, col=2, lockAspect=True, invertY=True, enableMenu=False)
         self.view.ci.layout.setColumnStretchFactor(0, 2)
         self.view.ci.layout.setColumnStretchFactor(1, 3)
         self.view.ci.layout.setColumnStretchFactor(2, 1)
@@ -347,8 +350,11 @@ class LivePanel(QWidget):
             self.grid_box.setRange(QRectF(0, 0, grid.shape[1], grid.shape[0]), padding=0.02)
         self._show_unit(result)
         label = self.loaded.spec.label(result.top_class) if self.loaded and result.top_class is not None else ""
-        self.caption.setText(f"{self.source.name if self.source else ''} · {result.layer} "
-                             f"({result.layout.count} channels)" + (f" · top class: {label}" if label else ""))
+        untrained = " (untrained model)" if self.loaded is not None and not self.loaded.trained else ""
+        self.grid_title.setText(f"{result.layer} · {result.layout.count} channels")
+        self.frame_title.setText(f"{self.source.name if self.source else 'input'} · frame {result.frame.index}"
+                                 + (" · frozen" if self.frozen else ""))
+        self.caption.setText(f"top class: {label}{untrained}" if label else "")
         self._awaiting_paint = result
         if not self.grid_item.isVisible() or not self.view.isVisible():
             self._on_grid_painted()
@@ -363,12 +369,14 @@ class LivePanel(QWidget):
         if result.unit_map is None or result.unit is None:
             self.unit_outline.setVisible(False)
             self.unit_item.clear()
+            self.unit_title.setText("no unit selected")
             return
         layout = result.layout
         top, left = layout.tile_origin(result.unit)
         pad = layout.pad / 2
         self.unit_outline.setRect(QRectF(left - pad, top - pad, layout.tile_w + 2 * pad, layout.tile_h + 2 * pad))
         self.unit_outline.setVisible(True)
+        self.unit_title.setText(f"unit {result.unit}")
         self.unit_item.setImage(result.unit_map, autoLevels=False, levels=result.unit_levels)
         if result.unit_map.shape != self._unit_shape:
             self._unit_shape = result.unit_map.shape
