@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 import time
 
 import numpy as np
@@ -41,7 +42,7 @@ def add_bench_live(bench_subparsers: argparse._SubParsersAction) -> argparse.Arg
     add_model_args(p)
     p.add_argument("--layer", default=None, help="layer whose grid is shown (default: the first convolution)")
     p.add_argument("--seconds", type=float, default=10.0, help="how long to measure the live pipeline")
-    p.add_argument("--rounds", type=int, default=2,
+    p.add_argument("--rounds", type=int, default=4,
                    help="alternate this many live and bare rounds (both then see the same machine load)")
     p.add_argument("--rate", type=float, default=1.0,
                    help="playback rate; raise it when the model is faster than the video's frame rate")
@@ -143,6 +144,8 @@ def _measure(app, panel, loaded, args: argparse.Namespace) -> dict:
     live_frames = live_time = 0.0
     bare_count = bare_time = 0.0
     latencies: list[float] = []
+    stage_ms: dict[str, list[float]] = {}
+    round_ratios: list[float] = []
     dropped = delivered = 0
     live_seconds = args.seconds / args.rounds
     for _ in range(args.rounds):
@@ -157,13 +160,18 @@ def _measure(app, panel, loaded, args: argparse.Namespace) -> dict:
             live_frames += len(measured) - 1
             live_time += measured[-1][0] - measured[0][0]
         latencies += [(at - r.frame.arrived) * 1e3 for at, r in measured]
+        for _, r in measured:
+            for stage, seconds in r.timings.items():
+                stage_ms.setdefault(stage, []).append(seconds * 1e3)
         panel.runner.wait_idle()
         app.processEvents()
         dropped += panel.live_stats.dropped - dropped0
         images = [r.frame.image for _, r in (measured or shown[-1:])]
-        n, t = bare_forward(pipeline, images, budget_s=live_seconds, min_count=len(measured))
+        n, t = bare_forward_on_worker(pipeline, images, budget_s=live_seconds, min_count=len(measured))
         bare_count += n
         bare_time += t
+        if len(measured) >= 2:
+            round_ratios.append(((len(measured) - 1) / (measured[-1][0] - measured[0][0])) / (n / t))
     if live_frames < 1 or live_time <= 0:
         raise CommandError(f"too few frames shown in {args.seconds:g} s to measure; use a longer --seconds")
     live_fps = live_frames / live_time
@@ -182,6 +190,9 @@ def _measure(app, panel, loaded, args: argparse.Namespace) -> dict:
         "layer": pipeline.layer,
         "device": str(pipeline.device),
         "input_size": list(loaded.spec.size),
+        "stage_ms": {stage: round(float(np.mean(v)), 2) for stage, v in stage_ms.items()},
+        "bare_forward_ms": round(1e3 / bare_fps, 2),
+        "round_ratios": [round(r, 3) for r in round_ratios],
     }
 
 
@@ -193,10 +204,34 @@ def _report(d: dict) -> str:
             f"p95_ms            {d['p95_ms']:.1f}\n"
             f"dropped           {d['dropped']}\n"
             f"({d['model']}, layer {d['layer']}, {d['device']}, {d['input_size'][0]}x{d['input_size'][1]}, "
-            f"{d['frames_shown']} frames shown, source {d['source_fps']:.1f} fps)")
+            f"{d['frames_shown']} frames shown, source {d['source_fps']:.1f} fps)\n"
+            "mean ms per live frame: " + ", ".join(f"{k} {v:.1f}" for k, v in d["stage_ms"].items())
+            + f"; bare forward {d['bare_forward_ms']:.1f}\n"
+            "ratio per round: " + ", ".join(f"{r:.2f}" for r in d["round_ratios"]))
     if d["source_fps"] < 1.2 * d["bare_forward_fps"]:
         text += "\nnote: the video delivers frames barely faster than the model runs; raise --rate"
     return text
+
+
+def bare_forward_on_worker(pipeline, images: list[np.ndarray], budget_s: float,
+                           min_count: int = 5) -> tuple[int, float]:
+    """:func:`bare_forward` on a thread of its own, as the live worker runs (a thread's intra-op
+    parallelism can differ from the main thread's, most of all on a busy machine)."""
+    out: list = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            out.append(bare_forward(pipeline, images, budget_s, min_count))
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the calling thread
+            errors.append(exc)
+
+    worker = threading.Thread(target=run, name="deep-explorer-bare-forward")
+    worker.start()
+    worker.join()
+    if errors:
+        raise errors[0]
+    return out[0]
 
 
 def bare_forward(pipeline, images: list[np.ndarray], budget_s: float, min_count: int = 5) -> tuple[int, float]:
