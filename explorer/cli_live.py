@@ -146,14 +146,17 @@ def _measure(app, panel, loaded, args: argparse.Namespace) -> dict:
     latencies: list[float] = []
     stage_ms: dict[str, list[float]] = {}
     round_ratios: list[float] = []
+    live_wall = 0.0
     dropped = delivered = 0
     live_seconds = args.seconds / args.rounds
     for _ in range(args.rounds):
         panel.freeze(False)
         first = len(shown)
         dropped0, delivered0 = panel.live_stats.dropped, panel.source.frames_delivered
+        t0 = time.perf_counter()
         run_loop(int(live_seconds * 1000))
         panel.freeze(True)
+        live_wall += time.perf_counter() - t0
         measured = shown[first:]
         delivered += panel.source.frames_delivered - delivered0
         if len(measured) >= 2:
@@ -167,7 +170,8 @@ def _measure(app, panel, loaded, args: argparse.Namespace) -> dict:
         app.processEvents()
         dropped += panel.live_stats.dropped - dropped0
         images = [r.frame.image for _, r in (measured or shown[-1:])]
-        n, t = bare_forward_on_worker(pipeline, images, budget_s=live_seconds, min_count=len(measured))
+        n, t = bare_forward_on_worker(pipeline, images, budget_s=live_seconds, min_count=len(measured),
+                                      wait=lambda seconds: run_loop(int(seconds * 1000)))
         bare_count += n
         bare_time += t
         if len(measured) >= 2:
@@ -185,7 +189,7 @@ def _measure(app, panel, loaded, args: argparse.Namespace) -> dict:
         "p95_ms": round(float(np.percentile(lat, 95)), 1),
         "dropped": int(dropped),
         "frames_shown": len(latencies),
-        "source_fps": round(delivered / (args.seconds or 1), 2),
+        "source_fps": round(delivered / live_wall, 2),
         "model": loaded.display_name,
         "layer": pipeline.layer,
         "device": str(pipeline.device),
@@ -213,10 +217,12 @@ def _report(d: dict) -> str:
     return text
 
 
-def bare_forward_on_worker(pipeline, images: list[np.ndarray], budget_s: float,
-                           min_count: int = 5) -> tuple[int, float]:
+def bare_forward_on_worker(pipeline, images: list[np.ndarray], budget_s: float, min_count: int = 5,
+                           wait=None) -> tuple[int, float]:
     """:func:`bare_forward` on a thread of its own, as the live worker runs (a thread's intra-op
-    parallelism can differ from the main thread's, most of all on a busy machine)."""
+    parallelism can differ from the main thread's, most of all on a busy machine).
+    ``wait(seconds)``, when given, is called until the thread ends (the bench keeps Qt's event loop
+    turning meanwhile, so the video does not pile up frames for the next live round)."""
     out: list = []
     errors: list[BaseException] = []
 
@@ -228,6 +234,8 @@ def bare_forward_on_worker(pipeline, images: list[np.ndarray], budget_s: float,
 
     worker = threading.Thread(target=run, name="deep-explorer-bare-forward")
     worker.start()
+    while wait is not None and worker.is_alive():
+        wait(0.02)
     worker.join()
     if errors:
         raise errors[0]

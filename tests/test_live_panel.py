@@ -12,6 +12,7 @@ from PySide6.QtWidgets import QApplication
 
 from explorer.core.preprocess import image_to_tensor
 from explorer.gui.live_panel import LivePanel
+from explorer.sources import CameraSource
 
 from live_fixtures import layer_output, make_video, naive_layer_grid, tiny_model
 
@@ -165,3 +166,21 @@ def test_screenshot_of_the_panel(qtbot, panel, video, tmp_path):
     assert panel.grab().save(str(path))
     image = np.asarray(Image.open(path).convert("RGB"))
     assert image.shape[0] >= 300 and image.std() > 10
+
+
+def test_camera_that_vanishes_stops_with_a_message(qtbot, panel, video):
+    # No camera on the test machine: a camera source whose device is "plugged in" by hand, then found
+    # missing from QMediaDevices' list, as when it is unplugged mid-stream.
+    class PluggedCamera(CameraSource):
+        def start(self) -> None:
+            self.name, self._device_id, self._running = "Test Camera", b"test-camera-id", True
+
+    errors = []
+    panel.source_error.connect(errors.append)
+    assert panel.set_source(PluggedCamera())
+    assert panel.mirror_box.isChecked()  # cameras start mirrored
+    panel.source._on_devices_changed()
+    assert errors == ["camera Test Camera was disconnected; choose another source"]
+    assert panel.source is None and "disconnected" in panel.message.text()
+    assert panel.open_video(video)
+    wait_frames(qtbot, panel, 2)
