@@ -69,15 +69,16 @@ def test_slow_model_drops_frames_instead_of_queueing():
     results = []
     runner = LiveRunner(LivePipeline(tiny_model(delay=0.2), layer="conv1"), results.append)
     try:
-        for i in range(10):
+        runner.submit(frame(0))
+        while runner.slot.full:  # until the worker has taken frame 0 and is busy with it
+            time.sleep(0.001)
+        for i in range(1, 10):
             runner.submit(frame(i))
-            time.sleep(0.02)
-        time.sleep(0.6)
+        assert runner.wait_idle(timeout=5)
     finally:
         runner.stop()
     assert not runner.alive
-    # 10 frames in 0.2 s against a 0.2 s model: the first is taken at once, the last one waits,
-    # everything between is replaced.
+    # Nine frames arrive while the model is busy with the first: the last one waits, the rest are replaced.
     assert [r.frame.index for r in results] == [0, 9]
     assert runner.dropped == 8
 

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 from PIL import Image
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QApplication
 
 from explorer.core.preprocess import image_to_tensor
@@ -94,7 +94,9 @@ def test_layer_and_unit_changes_apply_to_the_next_frame(qtbot, panel, video):
 def test_freeze_holds_the_frame_and_stays_interactive(qtbot, panel, video):
     assert panel.open_video(video)
     wait_frames(qtbot, panel, 2)
-    panel.toggle_freeze()
+    panel.view.setFocus()
+    qtbot.keyClick(panel.view, Qt.Key.Key_Space)
+    assert panel.frozen and panel.freeze_button.isChecked()
     qtbot.wait(200)  # a frame already in the worker may still land
     held = panel.shown_result.frame.index
     qtbot.wait(400)
@@ -103,12 +105,12 @@ def test_freeze_holds_the_frame_and_stays_interactive(qtbot, panel, video):
     qtbot.waitUntil(lambda: panel.shown_result.layer == "conv2", timeout=5000)
     assert panel.shown_result.frame.index == held
     assert_grid_matches_frame_shown(panel)
-    panel.step()  # exactly one new frame, then frozen again
+    qtbot.keyClick(panel.view, Qt.Key.Key_Period)  # exactly one new frame, then frozen again
     qtbot.waitUntil(lambda: panel.shown_result.frame.index != held, timeout=5000)
     stepped = panel.shown_result.frame.index
     qtbot.wait(300)
     assert panel.shown_result.frame.index == stepped and panel.frozen
-    panel.toggle_freeze()
+    qtbot.keyClick(panel.view, Qt.Key.Key_Space)
     qtbot.waitUntil(lambda: panel.shown_result.frame.index > stepped + 1, timeout=5000)
 
 
@@ -117,11 +119,12 @@ def test_slow_model_drops_frames_instead_of_queueing(qtbot, panel, video):
     assert panel.open_video(video)
     seen = wait_frames(qtbot, panel, 4)
     s = panel.emit_stats()
-    # 25 fps against a 4 fps model: most frames replaced in the slot, none waiting in a queue,
-    # so each shown frame is less than two forward passes old.
+    # 25 fps against a 4 fps model: about six frames arrive per forward pass. Queued, the shown frames
+    # would be consecutive and ever older; replaced, they skip ahead and stay about one pass old.
+    indices = [r.frame.index for r in seen]
+    assert min(b - a for a, b in zip(indices, indices[1:])) >= 2
     assert s["dropped"] >= 2 * len(seen)
-    latencies = [panel.live_stats.latencies[i] for i in range(-3, 0)]
-    assert max(latencies) < 2 * 0.25 + 0.3
+    assert max(list(panel.live_stats.latencies)[-3:]) < 2 * 0.25 + 0.5
 
 
 def test_folder_slideshow_and_mirror(qtbot, panel, tmp_path):
@@ -183,4 +186,16 @@ def test_camera_that_vanishes_stops_with_a_message(qtbot, panel, video):
     assert errors == ["camera Test Camera was disconnected; choose another source"]
     assert panel.source is None and "disconnected" in panel.message.text()
     assert panel.open_video(video)
+    wait_frames(qtbot, panel, 2)
+
+
+def test_hidden_panel_rests_the_model(qtbot, panel, video):
+    assert panel.open_video(video)
+    wait_frames(qtbot, panel, 2)
+    panel.hide()
+    qtbot.wait(200)
+    shown = panel.live_stats.shown
+    qtbot.wait(400)
+    assert panel.live_stats.shown == shown
+    panel.show()
     wait_frames(qtbot, panel, 2)

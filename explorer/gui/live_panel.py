@@ -75,6 +75,7 @@ class LivePanel(QWidget):
         self.live_stats = LiveStats()
         self.shown_result: LiveResult | None = None  # the frame and grid on screen now
         self._step_pending = False
+        self._hidden = False  # in a tab that is not shown: the source runs, the model rests
         self._results = FrameSlot()
         self._results_dropped = 0
         self._dropped_base = 0
@@ -317,7 +318,7 @@ class LivePanel(QWidget):
 
     # ---- the frame's way through --------------------------------------------------------------------
     def _on_source_frame(self, frame: LiveFrame) -> None:
-        if self.frozen and not self._step_pending:
+        if (self.frozen and not self._step_pending) or self._hidden:
             return
         self._step_pending = False
         if self.runner is None:
@@ -426,6 +427,14 @@ class LivePanel(QWidget):
         """Stop the source and the worker thread (waits for a forward in progress)."""
         self.stop_source()
         self._stop_runner()
+
+    def hideEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        self._hidden = True
+        super().hideEvent(event)
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        self._hidden = False
+        super().showEvent(event)
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
         self.shutdown()
