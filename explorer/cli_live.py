@@ -130,7 +130,7 @@ def _measure(app, panel, loaded, args: argparse.Namespace) -> dict:
         if errors:
             raise CommandError(errors[0])
 
-    panel.set_model(loaded, args.layer, half=args.half, channels_last=args.channels_last)
+    panel.set_model(loaded, args.layer, half=args.half, channels_last=args.channels_last, fit=args.fit)
     if args.layer and panel.layer != args.layer:
         raise CommandError(panel.message.text() or f"no layer named {args.layer!r}")
     panel.frame_shown.connect(on_shown)

@@ -209,15 +209,16 @@ class LivePanel(QWidget):
 
     # ---- model, layer, unit -------------------------------------------------------------------------
     def set_model(self, loaded: LoadedModel, layer: str | None = None, half: bool = False,
-                  channels_last: bool = False) -> None:
+                  channels_last: bool = False, fit: str = "crop") -> None:
         """Show ``loaded`` at ``layer`` (else the layer shown so far if the model has it, else its first
-        convolution). ``half`` and ``channels_last`` speed up CUDA and are ignored elsewhere."""
+        convolution). ``half`` and ``channels_last`` speed up CUDA and are ignored elsewhere; ``fit`` is how
+        frames reach the input size (crop, stretch, letterbox)."""
         self._stop_runner()
         self.loaded = loaded
         keep = layer or self.layer
         try:
             self.pipeline = LivePipeline(loaded, layer=keep if keep in dict(loaded.module.named_modules()) else None,
-                                         unit=self.unit, half=half, channels_last=channels_last)
+                                         unit=self.unit, half=half, channels_last=channels_last, fit=fit)
         except ExplorerError as exc:
             self.pipeline = None
             self._show_message(str(exc))
