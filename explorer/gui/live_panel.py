@@ -13,7 +13,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QObject, QRectF, Qt, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QGraphicsRectItem, QHBoxLayout, QLabel,
+from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QFileDialog, QGraphicsRectItem, QHBoxLayout, QLabel,
                                QPushButton, QToolButton, QVBoxLayout, QWidget)
 
 from explorer.core.errors import ExplorerError
@@ -89,6 +89,9 @@ class LivePanel(QWidget):
         self._relay.result_ready.connect(self._on_result_ready, Qt.ConnectionType.QueuedConnection)
         self._relay.failed.connect(self._show_message, Qt.ConnectionType.QueuedConnection)
         self._build()
+        app = QApplication.instance()
+        if app is not None:  # a window closed without closing this panel still stops its thread
+            app.aboutToQuit.connect(self.shutdown)
 
     # ---- layout -------------------------------------------------------------------------------------
     def _build(self) -> None:
