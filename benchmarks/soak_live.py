@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     shown0 = panel.live_stats.shown
     print(f"start  rss {start_mb:8.1f} MiB   ({loaded.display_name}, layer {panel.layer}, {video.name})", flush=True)
     end = t0 + args.minutes * 60
-    while time.perf_counter() < end and not errors:
+    while end - time.perf_counter() > 0.05 and not errors:
         spin(min(args.every * 60, end - time.perf_counter()))
         s = panel.live_stats.summary()
         print(f"{(time.perf_counter() - t0) / 60:5.1f} min  rss {rss_mb():8.1f} MiB   {s['fps']:.1f} fps   "
