@@ -198,3 +198,23 @@ def test_hidden_panel_rests_the_model(qtbot, panel, video):
     assert panel.live_stats.shown == shown
     panel.show()
     wait_frames(qtbot, panel, 2)
+
+
+def test_live_tab_follows_the_main_window(qtbot, video):
+    from explorer.gui.live_panel import add_live_view
+    from explorer.gui.main_window import MainWindow
+
+    window = MainWindow(interactive=False)
+    qtbot.addWidget(window)
+    panel = add_live_view(window)
+    window.show()
+    assert window.show_view("live")
+    window.model_loaded.emit(tiny_model())
+    window.layers.layer_selected.emit("conv2")
+    window.activations.unit_selected.emit(3)
+    assert panel.open_video(video)
+    seen = wait_frames(qtbot, panel, 2)
+    assert seen[-1].layer == "conv2" and seen[-1].unit == 3
+    assert_grid_matches_frame_shown(panel)
+    window.close()
+    assert panel.runner is None and panel.source is None

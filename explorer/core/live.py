@@ -207,8 +207,20 @@ class LivePipeline:
             out = out[0]
         return captured[0][0], out
 
+    def follow_device(self) -> None:
+        """Move along when the shared model was moved to another device (the app's device switch)."""
+        if self.module is not self.loaded.module:
+            return  # a half / channels-last copy of our own stays where it is
+        param = next(self.module.parameters(), None)
+        if param is not None and param.device != self.device:
+            self.device = param.device
+            self._mean = self._mean.to(self.device)
+            self._std = self._std.to(self.device)
+            self._pinned_in = None
+
     def process(self, frame: LiveFrame) -> LiveResult:
         layer, unit = self.layer, self.unit  # read once: changes take effect on the next frame
+        self.follow_device()
         t0 = time.perf_counter()
         x, fitted = self.preprocess(frame.image)
         t1 = time.perf_counter()

@@ -443,3 +443,21 @@ class LivePanel(QWidget):
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
         self.shutdown()
         super().closeEvent(event)
+
+
+def add_live_view(window) -> LivePanel:
+    """Add the live panel to the main window as the "Live" tab, following its model, layer and unit, with
+    the live figures in the window's status bar (only while the tab is shown)."""
+    panel = LivePanel(window)
+    window.add_view("live", "Live", panel)
+    stats_label = QLabel()
+    stats_label.setToolTip("Live: frames per second, time per stage, frames dropped (newest frame wins)")
+    window.statusBar().addWidget(stats_label)
+    window.model_loaded.connect(lambda loaded: panel.set_model(loaded, window.layer))
+    window.layers.layer_selected.connect(panel.set_layer)
+    window.activations.unit_selected.connect(panel.set_unit)
+    panel.stats.connect(lambda s: stats_label.setText(s["text"] if panel.isVisible() else ""))
+    window.tabs.currentChanged.connect(lambda _i: stats_label.setText("") if not panel.isVisible() else None)
+    if window.loaded is not None:
+        panel.set_model(window.loaded, window.layer)
+    return panel
