@@ -115,15 +115,21 @@ class LivePanel(QWidget):
         bar.addStretch(1)
 
         self.view = pg.GraphicsLayoutWidget()
+        # The input above the selected unit on the left, the layer's grid large on the right.
         self.frame_title = self.view.addLabel("input", row=0, col=0)
-        self.grid_title = self.view.addLabel("layer", row=0, col=1)
-        self.unit_title = self.view.addLabel("unit", row=0, col=2)
         self.frame_box = self.view.addViewBox(row=1, col=0, lockAspect=True, invertY=True, enableMenu=False)
-        self.grid_box = self.view.addViewBox(row=1, col=1, lockAspect=True, invertY=True, enableMenu=False)
-        self.unit_box = self.view.addViewBox(row=1, col=2, lockAspect=True, invertY=True, enableMenu=False)
-        self.view.ci.layout.setColumnStretchFactor(0, 2)
-        self.view.ci.layout.setColumnStretchFactor(1, 3)
-        self.view.ci.layout.setColumnStretchFactor(2, 1)
+        self.unit_title = self.view.addLabel("unit", row=2, col=0)
+        self.unit_box = self.view.addViewBox(row=3, col=0, lockAspect=True, invertY=True, enableMenu=False)
+        self.grid_title = self.view.addLabel("layer", row=0, col=1)
+        self.grid_box = self.view.addViewBox(row=1, col=1, rowspan=3, lockAspect=True, invertY=True,
+                                             enableMenu=False)
+        grid_layout = self.view.ci.layout
+        grid_layout.setColumnStretchFactor(0, 2)
+        grid_layout.setColumnStretchFactor(1, 3)
+        for row, stretch in ((0, 0), (1, 3), (2, 0), (3, 2)):
+            grid_layout.setRowStretchFactor(row, stretch)
+        for title in (self.frame_title, self.unit_title, self.grid_title):
+            title.setMaximumHeight(24)
         for box in (self.frame_box, self.grid_box, self.unit_box):
             box.disableAutoRange()
             box.setMouseEnabled(False, False)
