@@ -218,3 +218,10 @@ def test_live_tab_follows_the_main_window(qtbot, video):
     assert_grid_matches_frame_shown(panel)
     window.close()
     assert panel.runner is None and panel.source is None
+
+
+def test_video_loops_from_the_start(qtbot, panel, tmp_path):
+    short = make_video(tmp_path / "short.mp4", frames=8)
+    assert panel.open_video(short)
+    qtbot.waitUntil(lambda: panel.source is not None and panel.source.frames_delivered > 20, timeout=15000)
+    assert panel.source.running and panel.message.text() == ""
