@@ -304,41 +304,110 @@ def _rnn_layer(x_proj: torch.Tensor, w_hh_t: torch.Tensor, b_hh: torch.Tensor,
     return {"h": h_all}
 
 
-def replay_steps(model: CharRNN, text: str, chunk: int = 4096) -> Iterator[tuple[int, int, Replay | None]]:
+def _forced_layer(cell: str, x_proj: torch.Tensor, w_hh_t: torch.Tensor, b_hh: torch.Tensor,
+                  h_seq: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None,
+                  nonlinearity: str = "tanh") -> dict[str, torch.Tensor]:
+    """All gates of one layer at once, given the layer's outputs h_1..h_T from the module's own forward.
+
+    With h_{t−1} known for every step, every gate pre-activation W_ih x_t + b_ih + W_hh h_{t−1} + b_hh is
+    one matrix product over all steps; only the LSTM's cell state c_t = f_t ⊙ c_{t−1} + i_t ⊙ g_t is a
+    recurrence, and an elementwise one. h is then recomputed from the gates (h_t = o_t ⊙ tanh(c_t)),
+    so it checks the gates rather than being copied.
+    """
+    H = h_seq.shape[1]
+    h_prev = torch.cat([h0, h_seq[:-1]])
+    rec = torch.addmm(b_hh, h_prev, w_hh_t)  # (T, G·H)
+    if cell == "lstm":
+        pre = x_proj + rec
+        acts = torch.sigmoid(pre)
+        acts[:, 2 * H:3 * H] = torch.tanh(pre[:, 2 * H:3 * H])
+        i, f, g, o = (acts[:, k * H:(k + 1) * H] for k in range(4))
+        ig = (i * g).numpy()
+        f_np = f.contiguous().numpy()
+        c_np = np.empty_like(ig)
+        c = c0[0].numpy().copy()
+        for t in range(len(ig)):  # the one recurrence left: elementwise, H values per step
+            np.multiply(f_np[t], c, out=c)
+            c += ig[t]
+            c_np[t] = c
+        c_all = torch.from_numpy(c_np)
+        return {"h": o * torch.tanh(c_all), "c": c_all, "i": i, "f": f, "g": g, "o": o}
+    if cell == "gru":
+        rz = torch.sigmoid(x_proj[:, :2 * H] + rec[:, :2 * H])
+        n = torch.tanh(torch.addcmul(x_proj[:, 2 * H:], rz[:, :H], rec[:, 2 * H:]))
+        return {"h": torch.lerp(n, h_prev, rz[:, H:]), "r": rz[:, :H], "z": rz[:, H:], "n": n}
+    act = torch.tanh if nonlinearity == "tanh" else torch.relu
+    return {"h": act(x_proj + rec)}
+
+
+def _layer_weights(rnn: nn.Module, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    w_ih = getattr(rnn, f"weight_ih_l{layer}")
+    w_hh = getattr(rnn, f"weight_hh_l{layer}")
+    rows = w_hh.shape[0]
+    b_ih = getattr(rnn, f"bias_ih_l{layer}", None)
+    b_hh = getattr(rnn, f"bias_hh_l{layer}", None)
+    return (w_ih, w_hh, b_ih if b_ih is not None else torch.zeros(rows),
+            b_hh if b_hh is not None else torch.zeros(rows))
+
+
+def _single_layer(rnn: nn.Module, cell: str, layer: int) -> nn.Module:
+    """Layer ``layer`` of a stacked recurrent module as a one-layer module sharing its weights."""
+    w_ih, w_hh, b_ih, b_hh = _layer_weights(rnn, layer)
+    kwargs = {"nonlinearity": rnn.nonlinearity} if cell == "rnn" else {}
+    one = CELL_TYPES[cell](w_ih.shape[1], w_hh.shape[1], num_layers=1, batch_first=True, **kwargs)
+    with torch.no_grad():
+        for name, value in (("weight_ih_l0", w_ih), ("weight_hh_l0", w_hh), ("bias_ih_l0", b_ih),
+                            ("bias_hh_l0", b_hh)):
+            getattr(one, name).copy_(value)
+    return one.eval()
+
+
+def replay_steps(model: CharRNN, text: str, chunk: int = 8192,
+                 method: str = "forced") -> Iterator[tuple[int, int, Replay | None]]:
     """Generator form of :func:`replay`: yields ``(done, total, None)`` while working (``total`` counts
     characters × layers) and finally ``(total, total, result)``. Stop iterating to cancel."""
     if not text:
         raise InputError("the text is empty")
+    if method not in ("forced", "loop"):
+        raise ValueError(f"method must be 'forced' or 'loop', not {method!r}")
     cell = model.config.cell
     rnn = model.rnn
+    nonlinearity = getattr(rnn, "nonlinearity", "tanh")
     indices = model.encode(text)
     T = len(indices)
     L = model.config.num_layers
+    H = model.config.hidden_size
     total = T * L
     layers: list[dict[str, torch.Tensor]] = []
     with torch.no_grad():
         x = model.embed(indices).float()  # (T, input)
         for layer in range(L):
-            w_ih = getattr(rnn, f"weight_ih_l{layer}")
-            w_hh_t = getattr(rnn, f"weight_hh_l{layer}").t().contiguous()
-            b_ih = getattr(rnn, f"bias_ih_l{layer}", None)
-            b_hh = getattr(rnn, f"bias_hh_l{layer}", None)
-            rows = w_hh_t.shape[1]
-            b_ih = b_ih if b_ih is not None else torch.zeros(rows)
-            b_hh = (b_hh if b_hh is not None else torch.zeros(rows)).unsqueeze(0)
+            w_ih, w_hh, b_ih, b_hh = _layer_weights(rnn, layer)
+            w_hh_t = w_hh.t().contiguous()
+            b_hh = b_hh.unsqueeze(0)
             x_proj = torch.addmm(b_ih, x, w_ih.t())  # all steps at once: (T, G·H)
+            one = _single_layer(rnn, cell, layer) if method == "forced" else None
             parts: list[dict[str, torch.Tensor]] = []
+            h0 = torch.zeros(1, H)
+            c0 = torch.zeros(1, H)
             state = None
             for start in range(0, T, chunk):
                 seg = x_proj[start:start + chunk]
-                if cell == "lstm":
+                if method == "forced":
+                    # The module's own recurrence gives h_{t−1}; the gates follow in one product.
+                    h_seq, state = one(x[start:start + chunk].unsqueeze(0), state)
+                    out = _forced_layer(cell, seg, w_hh_t, b_hh, h_seq[0], h0, c0, nonlinearity)
+                    h0 = h_seq[0, -1:]
+                    if cell == "lstm":
+                        c0 = out["c"][-1:].clone()
+                elif cell == "lstm":
                     out = _lstm_layer(seg, w_hh_t, b_hh, state)
                     state = (out["h"][-1:].clone(), out["c"][-1:].clone())
                 elif cell == "gru":
                     out = _gru_layer(seg, w_hh_t, b_hh, state)
                     state = out["h"][-1:].clone()
                 else:
-                    out = _rnn_layer(seg, w_hh_t, b_hh, state, getattr(rnn, "nonlinearity", "tanh"))
+                    out = _rnn_layer(seg, w_hh_t, b_hh, state, nonlinearity)
                     state = out["h"][-1:].clone()
                 parts.append(out)
                 yield layer * T + min(start + chunk, T), total, None
@@ -355,14 +424,19 @@ def replay_steps(model: CharRNN, text: str, chunk: int = 4096) -> Iterator[tuple
     yield total, total, result
 
 
-def replay(model: CharRNN, text: str) -> Replay:
+def replay(model: CharRNN, text: str, method: str = "forced") -> Replay:
     """Read ``text`` from a zero state and return every gate, state and output at every step.
 
-    Vectorised where the maths allows: each layer's input projections W_ih x_t + b_ih for all T steps
-    are one matrix product; only the recurrence runs step by step.
+    Computed from the module's own weights with PyTorch's gate order (i, f, g, o; r, z, n). Each
+    layer's input projections W_ih x_t + b_ih for all T steps are one matrix product. ``method``:
+
+    - ``"forced"`` (default, fast): the layer's module runs its own recurrence for h; then every gate at
+      every step is one more matrix product over h_{t−1}, c follows by an elementwise loop and h is
+      recomputed from the gates (it matches the module's h to float precision; a test checks it).
+    - ``"loop"``: the whole recurrence step by step in Python, independent of the module's kernels.
     """
     result = None
-    for _, _, result in replay_steps(model, text):
+    for _, _, result in replay_steps(model, text, method=method):
         pass
     return result
 
