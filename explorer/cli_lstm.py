@@ -198,15 +198,16 @@ def cmd_cells(args: argparse.Namespace) -> int:
 
 def cmd_render(args: argparse.Namespace) -> int:
     from explorer.core.rnn_cells import cell_values, parse_cell_ref  # noqa: PLC0415
-    from explorer.core.rnn_render import render_html, render_png  # noqa: PLC0415
+    from explorer.core.rnn_render import display_values, render_html, render_png  # noqa: PLC0415
 
     suffix = args.out.suffix.lower()
     if suffix not in (".html", ".htm", ".png"):
         raise CommandError("--out must end in .html or .png")
     _, rep = _replay(args)
     cell = parse_cell_ref(args.cell, rep)
-    values = cell_values(rep, cell)
-    title = f"cell {cell} over {args.text.name}"
+    raw = cell_values(rep, cell)
+    values = display_values(cell.quantity, raw)
+    title = f"cell {cell} over {args.text.name}" + (" (tanh c)" if cell.quantity == "c" else "")
     try:
         if suffix == ".png":
             w, h = render_png(rep.text, values, args.out, title=title, max_lines=args.max_lines)
@@ -218,8 +219,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CommandError(f"cannot write {args.out}: {exc.strerror or exc}") from None
     emit(args, {"out": str(args.out), "cell": str(cell), "characters": rep.length,
-                "min": float(values.min()), "max": float(values.max())},
-         f"wrote {args.out} ({detail}): cell {cell}, values {values.min():+.3f} … {values.max():+.3f}")
+                "min": float(raw.min()), "max": float(raw.max())},
+         f"wrote {args.out} ({detail}): cell {cell}, values {raw.min():+.3f} … {raw.max():+.3f}")
     return 0
 
 

@@ -358,7 +358,7 @@ def selection_search(rep: Replay, spans: Sequence[tuple[int, int]], threshold: f
         around[end:min(T, end + margin)] = True
     around &= ~inside
     scores, refs = [], []
-    n_in, n_out = inside.sum(), around.sum()
+    n_out = around.sum()
     for layer, q, A in _blocks(rep, quantities):
         on = A > threshold
         on_in = on[inside].mean(0)
@@ -369,8 +369,8 @@ def selection_search(rep: Replay, spans: Sequence[tuple[int, int]], threshold: f
     total = S[:, 0] + S[:, 1] - 1.0
     order = np.argsort(-total, kind="stable")[:top]
     cells = [SelectionCell(refs[j], float(S[j, 0]), float(S[j, 1]), float(total[j])) for j in order]
-    del n_in
-    chosen = [c.cell for c in cells[:match_cells]]
+    # Match with the best cells only: those within 80 % of the top score (at most match_cells).
+    chosen = [c.cell for c in cells[:match_cells] if cells and c.score >= 0.8 * cells[0].score]
     matches = find_coactivation(rep, chosen, threshold, min_match_length, exclude=inside)[:max_matches]
     return SelectionResult(cells, matches)
 
@@ -394,3 +394,30 @@ def find_coactivation(rep: Replay, cells: Sequence[CellRef], threshold: float, m
         runs.append((int(s), int(e)))
     runs.sort(key=lambda se: (-(se[1] - se[0]), se[0]))
     return runs
+
+
+# ---------------------------------------------------------------------------------------------------
+# Everything the explorer shows for one text, as one generator
+
+
+@dataclass
+class TextAnalysis:
+    replay: Replay
+    indicators: dict[str, Indicator]
+    search: dict[str, list[CellScore]]
+    saturation: dict
+
+
+def analyse_text_steps(model, text: str, regex: Sequence[str] | None = None, top: int = 5,
+                       search: bool = True):
+    """Replay ``text`` and search its cells: yields ``(done, total, None)`` while reading and finally
+    ``(total, total, TextAnalysis)``. Stop iterating to cancel (between chunks of 8192 characters)."""
+    from .rnn import gate_saturation, replay_steps  # noqa: PLC0415
+
+    rep = None
+    for done, total, rep in replay_steps(model, text):
+        if rep is None:
+            yield done, total, None
+    indicators = indicator_sequences(text, regex) if search else {}
+    results = cell_search(rep, indicators, top=top) if search and len(text) > 2 else {}
+    yield total, total, TextAnalysis(rep, indicators, results, gate_saturation(rep))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -130,3 +131,22 @@ def _monospace_font(size: int):
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1
         return ImageFont.load_default()
+
+
+def line_offsets(text: str) -> np.ndarray:
+    """Start offset of every line (the character after each newline), int64, beginning with 0."""
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    return np.concatenate([[0], np.nonzero(codes == 10)[0] + 1]).astype(np.int64)
+
+
+def heat_strip(rows: Sequence[np.ndarray], start: int, end: int) -> np.ndarray:
+    """(N, end − start, 3) uint8: the colours of N cells' values over characters [start, end)."""
+    if not rows:
+        return np.zeros((0, max(0, end - start), 3), dtype=np.uint8)
+    return np.ascontiguousarray(np.stack([value_colors(r[start:end]) for r in rows]))
+
+
+def display_values(quantity: str, values: np.ndarray) -> np.ndarray:
+    """What the colour map shows for a quantity: tanh(c) for the LSTM cell state, which is unbounded
+    (Karpathy et al. 2016 show tanh(c) too); every other quantity as it is."""
+    return np.tanh(values) if quantity == "c" else values
