@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
-import pyqtgraph as pg
-from PySide6.QtCore import QObject, QPoint, QRect, QRunnable, QSize, Qt, QThreadPool, QTimer, Signal
-from PySide6.QtGui import QColor, QFont, QFontDatabase, QFontMetricsF, QImage, QKeySequence, QPainter, QPen, \
-    QShortcut
+
+from explorer.gui import pyside_compat  # noqa: F401 - before any Qt call (None's refcount, see there)
+
+import pyqtgraph as pg  # noqa: E402
+from PySide6.QtCore import QObject, QPoint, QRect, QRectF, QRunnable, QSize, Qt, QThreadPool, QTimer, Signal
+from PySide6.QtGui import QColor, QFont, QFontDatabase, QFontMetricsF, QImage, QKeySequence, QPainter, QShortcut
 from PySide6.QtWidgets import (QAbstractScrollArea, QComboBox, QDoubleSpinBox, QFileDialog, QHBoxLayout,
                                QLabel, QPlainTextEdit, QPushButton, QSpinBox, QSplitter, QTabWidget, QToolTip,
                                QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
@@ -24,6 +26,7 @@ from explorer.core.rnn import QUANTITIES, CharRNN, load_char_rnn, sample_steps, 
 from explorer.core.rnn_cells import CellRef, TextAnalysis, analyse_text_steps, cell_values, selection_search
 from explorer.core.rnn_render import LUT, display_values, heat_strip, line_offsets, text_color_for, value_colors
 
+_WHITE, _BLACK, _DARK = QColor(255, 255, 255), QColor(0, 0, 0), QColor(20, 20, 20)
 AUTO_ANALYSE_CHARS = 20_000  # typing re-analyses automatically up to this length
 HEAT_ROWS = 8
 
@@ -218,47 +221,53 @@ class CellTextView(QAbstractScrollArea):
     def sizeHint(self) -> QSize:  # noqa: N802
         return QSize(int(self._cw * 90), self._lh * 30)
 
-    # -- painting: backgrounds in runs of one colour, text in runs of one text colour
+    # -- painting: the visible backgrounds as one image, then the text in runs of one text colour
     def paintEvent(self, event) -> None:  # noqa: N802
         p = QPainter(self.viewport())
-        p.fillRect(event.rect(), QColor(255, 255, 255))
+        p.fillRect(event.rect(), _WHITE)
         first = self.verticalScrollBar().value()
         col0 = self.horizontalScrollBar().value()
         ncols = int(self.viewport().width() // self._cw) + 2
+        nrows = min(self._visible_lines(), len(self._lines) - first)
         text, bg, fg = self._text, self._bg, self._fg
-        sel = self._spans
-        for row in range(self._visible_lines()):
+        rows = []
+        for row in range(max(0, nrows)):
             line = first + row
-            if line >= len(self._lines):
-                break
             start = int(self._lines[line])
             end = int(self._lines[line + 1]) if line + 1 < len(self._lines) else len(text)  # incl. newline
-            a, b = start + col0, min(end, start + col0 + ncols)
+            rows.append((start + col0, min(end, start + col0 + ncols)))
+        if bg is not None and rows:
+            grid = np.full((len(rows), ncols, 3), 255, dtype=np.uint8)
+            for row, (a, b) in enumerate(rows):
+                if a < b:
+                    grid[row, :b - a] = bg[a:b]
+            self._grid = grid  # QImage keeps a view of it until drawn
+            image = QImage(grid.data, ncols, len(rows), 3 * ncols, QImage.Format.Format_RGB888)
+            p.drawImage(QRectF(4, 0, ncols * self._cw, len(rows) * self._lh), image)
+        pen = None
+        for row, (a, b) in enumerate(rows):
             if a >= b:
                 continue
-            y = row * self._lh
+            y = int(row * self._lh + self._ascent)
             segment = text[a:b].replace("\t", " ").replace("\n", " ")
-            if bg is None:
-                p.setPen(QColor(0, 0, 0))
-                p.drawText(4, int(y + self._ascent), segment)
+            if fg is None:
+                runs = [(0, b - a, 0)]
             else:
-                colors = bg[a:b]
-                change = np.nonzero(np.any(colors[1:] != colors[:-1], axis=1))[0] + 1
+                white = fg[a:b, 0] > 127
+                change = np.nonzero(white[1:] != white[:-1])[0] + 1
                 bounds = [0, *change.tolist(), b - a]
-                for s, e in zip(bounds[:-1], bounds[1:]):
-                    x0 = 4 + s * self._cw
-                    c = colors[s]
-                    p.fillRect(int(round(x0)), y, int(round(4 + e * self._cw)) - int(round(x0)), self._lh,
-                               QColor(int(c[0]), int(c[1]), int(c[2])))
-                    f = fg[a + s]
-                    p.setPen(QColor(int(f[0]), int(f[1]), int(f[2])))
-                    p.drawText(int(round(x0)), int(y + self._ascent), segment[s:e])
-            for s_start, s_end in sel:
+                runs = [(s, e, int(white[s])) for s, e in zip(bounds[:-1], bounds[1:])]
+            for s, e, is_white in runs:
+                if pen != is_white:
+                    p.setPen(_WHITE if is_white else _BLACK)
+                    pen = is_white
+                p.drawText(int(round(4 + s * self._cw)), y, segment[s:e])
+        for s_start, s_end in self._spans:  # the selection: a dark underline
+            for row, (a, b) in enumerate(rows):
                 lo, hi = max(a, s_start), min(b, s_end)
                 if lo < hi:
-                    p.setPen(QPen(QColor(20, 20, 20), 2))
-                    x0 = 4 + (lo - a) * self._cw
-                    p.drawLine(int(x0), y + self._lh - 1, int(4 + (hi - a) * self._cw), y + self._lh - 1)
+                    x0 = int(round(4 + (lo - a) * self._cw))
+                    p.fillRect(x0, (row + 1) * self._lh - 2, int(round(4 + (hi - a) * self._cw)) - x0, 2, _DARK)
         p.end()
 
     # -- mouse
