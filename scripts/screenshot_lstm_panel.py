@@ -38,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     loop = QEventLoop()
     panel.analysisFinished.connect(loop.quit)
-    QTimer.singleShot(600_000, loop.quit)
+    guard = QTimer(singleShot=True, interval=600_000)
+    guard.timeout.connect(loop.quit)
+    guard.start()
     panel.open_text_file(args.text)
     loop.exec()
     if panel.analysis is None:

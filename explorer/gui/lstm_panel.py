@@ -7,6 +7,7 @@ smoothly as 100.
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -57,6 +58,7 @@ class GeneratorJob(QRunnable):
         self._make = make
         self._cancel = threading.Event()
         self.done = threading.Event()
+        self.done_at = 0.0
 
     def cancel(self) -> None:
         self._cancel.set()
@@ -86,12 +88,28 @@ class GeneratorJob(QRunnable):
         except Exception as exc:  # noqa: BLE001 - shown in the status line, never a crash of the window
             self.signals.failed.emit(self, f"{type(exc).__name__}: {exc}")
         finally:
+            self.done_at = time.monotonic()
             self.done.set()
             self.signals.stopped.emit(self)
 
 
 # ---------------------------------------------------------------------------------------------------
 # The coloured text
+
+
+def rgb_image(rgb: np.ndarray) -> QImage:
+    """(H, W, 3) uint8 → a QImage that owns a copy of the pixels.
+
+    Not ``QImage(array.data, …)``: with shiboken6 6.12 the buffer-backed constructor corrupts the heap
+    when the image is freed (seen as "malloc_consolidate(): unaligned fastbin chunk" at exit).
+    """
+    h, w, _ = rgb.shape
+    image = QImage(w, h, QImage.Format.Format_RGB888)
+    stride = image.bytesPerLine()
+    pixels = np.frombuffer(image.bits(), dtype=np.uint8, count=stride * h).reshape(h, stride)
+    pixels[:, :3 * w] = rgb.reshape(h, 3 * w)
+    return image
+
 
 
 class CellTextView(QAbstractScrollArea):
@@ -241,8 +259,7 @@ class CellTextView(QAbstractScrollArea):
             for row, (a, b) in enumerate(rows):
                 if a < b:
                     grid[row, :b - a] = bg[a:b]
-            self._grid = grid  # QImage keeps a view of it until drawn
-            image = QImage(grid.data, ncols, len(rows), 3 * ncols, QImage.Format.Format_RGB888)
+            image = rgb_image(grid)
             p.drawImage(QRectF(4, 0, ncols * self._cw, len(rows) * self._lh), image)
         pen = None
         for row, (a, b) in enumerate(rows):
@@ -314,9 +331,7 @@ class HeatStrip(QWidget):
         if rgb is None or rgb.size == 0:
             self._image = None
         else:
-            self._buffer = np.ascontiguousarray(rgb)  # QImage keeps a view: hold the buffer
-            h, w, _ = self._buffer.shape
-            self._image = QImage(self._buffer.data, w, h, 3 * w, QImage.Format.Format_RGB888)
+            self._image = rgb_image(rgb)
         self.update()
 
     def paintEvent(self, event) -> None:  # noqa: N802
@@ -534,15 +549,20 @@ class LstmPanel(QWidget):
         job.signals.failed.connect(self._analysis_failed)
         job.signals.stopped.connect(self._analysis_stopped)
         self._job, self._job_text = job, text
-        self._jobs.append(job)
+        self._keep(job)
         self._pool.start(job)
 
     def _analysis_progress(self, job: GeneratorJob, done: int, total: int) -> None:
         if job is self._job:
             self.statusChanged.emit(f"reading {done * 100 // max(total, 1)} %")
 
+    def _keep(self, job: GeneratorJob) -> None:
+        """Hold ``job`` until its pool thread has surely left ``run()``: dropping the last reference in a
+        slot of its own ``stopped`` signal would free the runnable while the thread still returns from it."""
+        now = time.monotonic()
+        self._jobs = [j for j in self._jobs if not (j.done.is_set() and now - j.done_at > 2.0)] + [job]
+
     def _analysis_stopped(self, job: GeneratorJob) -> None:
-        self._jobs = [j for j in self._jobs if j is not job]
         if job is not self._job:
             return
         self._job = None
@@ -746,7 +766,7 @@ class LstmPanel(QWidget):
         job.signals.failed.connect(self._analysis_failed)
         job.signals.stopped.connect(self._sample_done)
         self._sample_job = job
-        self._jobs.append(job)
+        self._keep(job)
         self.write_button.setText("Stop writing")
         QThreadPool.globalInstance().start(job)
 
@@ -762,7 +782,6 @@ class LstmPanel(QWidget):
         self._start_analysis(self._written)
 
     def _sample_done(self, job: GeneratorJob) -> None:
-        self._jobs = [j for j in self._jobs if j is not job]
         self.write_button.setText("Let the model write")
         self.sampleFinished.emit()
 
