@@ -50,6 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             p.add_argument("--regex", action="append", default=[], metavar="PATTERN",
                            help="also rank cells against 'inside a match of PATTERN' (repeatable)")
             p.add_argument("--top", type=int, default=5)
+            p.add_argument("--rank-by", choices=["auto", "r"], default="auto",
+                           help="auto: AUROC for on/off indicators, |r| for the others; r: |r| for all")
             p.add_argument("--quantities", default=None,
                            help="comma-separated, e.g. h,c (default: all of the cell type's)")
         elif name == "render":
@@ -179,7 +181,7 @@ def cmd_cells(args: argparse.Namespace) -> int:
     quantities = [q.strip() for q in args.quantities.split(",")] if args.quantities else None
     t0 = time.perf_counter()
     indicators = indicator_sequences(rep.text, args.regex)
-    results = cell_search(rep, indicators, top=args.top, quantities=quantities)
+    results = cell_search(rep, indicators, top=args.top, quantities=quantities, rank_by=args.rank_by)
     seconds = time.perf_counter() - t0
     data = {"characters": rep.length, "bits_per_char": round(rep.bits_per_char(), 4), "search_seconds":
             round(seconds, 3), "indicators": {name: {"description": indicators[name].description,

@@ -37,6 +37,15 @@ def test_string_indicator_triple_quotes_span_lines():
     assert s[text.index("x")] == 0 and s[text.rindex('"')] == 0 and s[text.rindex('"') - 1] == 1
 
 
+def test_short_and_long_strings_split_the_string_indicator():
+    text = 'a = "x" + """doc\n  s"""\nb'
+    s = python_lexical_state(text)
+    assert _marks(text, s["short_string"]) == "....^^" + "." * (len(text) - 6)
+    long_start = text.index('"""')
+    assert _marks(text, s["long_string"]) == "." * long_start + "^" * 12 + "..."
+    np.testing.assert_array_equal(s["string"], s["short_string"] + s["long_string"])
+
+
 def test_fstring_and_unterminated_string():
     text = 'f"{x}" ok\n"open\ny'
     s = python_lexical_state(text)["string"]
@@ -75,8 +84,8 @@ def test_word_starts_and_regex():
 
 def test_indicator_set_includes_user_regex():
     ind = indicator_sequences("a = 1\n", regex=[r"\d"])
-    assert {"string", "comment", "line_position", "indentation", "bracket_depth", "word_start",
-            r"regex:\d"} == set(ind)
+    assert {"string", "short_string", "long_string", "comment", "line_position", "indentation",
+            "bracket_depth", "word_start", r"regex:\d"} == set(ind)
     assert ind["string"].binary and not ind["indentation"].binary
 
 
@@ -117,6 +126,8 @@ def test_search_finds_the_planted_quote_cell():
     best = res["string"][0]
     assert best.cell.index == 0 and best.cell.layer == 0 and best.cell.quantity in ("c", "h")
     assert best.r > 0.95 and best.auroc > 0.99
+    by_r = cell_search(rep, top=3, rank_by="r")["string"]
+    assert by_r[0].cell.index == 0 and abs(by_r[0].r) >= abs(by_r[1].r)
 
 
 def test_selection_search_ranks_the_planted_cell_and_finds_other_strings():

@@ -92,6 +92,7 @@ def python_lexical_state(text: str) -> dict[str, np.ndarray]:
     """
     n = len(text)
     string = np.zeros(n, dtype=np.float32)
+    triple = np.zeros(n, dtype=bool)  # inside a triple-quoted string
     comment = np.zeros(n, dtype=np.float32)
     depth = np.zeros(n, dtype=np.float32)
     column = np.zeros(n, dtype=np.float32)
@@ -145,6 +146,8 @@ def python_lexical_state(text: str) -> dict[str, np.ndarray]:
             elif ch in ")]}":
                 level = max(0, level - 1)
             step = 1
+        if len(quote) == 3 or (step > 1 and string[i] and text.startswith(ch * 3, i)):
+            triple[i:i + step] = True
         # --- positional state for every character consumed in this step
         for j in range(i, min(i + step, n)):
             cj = text[j]
@@ -165,8 +168,9 @@ def python_lexical_state(text: str) -> dict[str, np.ndarray]:
                     leading = False
             indent[j] = ind / 4
         i += step
-    return {"string": string, "comment": comment, "bracket_depth": depth, "line_position": column,
-            "indentation": indent}
+    long_string = (string * triple).astype(np.float32)
+    return {"string": string, "short_string": string - long_string, "long_string": long_string,
+            "comment": comment, "bracket_depth": depth, "line_position": column, "indentation": indent}
 
 
 def word_starts(text: str) -> np.ndarray:
@@ -191,6 +195,8 @@ def regex_matches(text: str, pattern: str) -> np.ndarray:
 
 INDICATOR_DESCRIPTIONS = {
     "string": ("inside a string literal", True),
+    "short_string": ("inside a one-line '…' or \"…\" string", True),
+    "long_string": ("inside a triple-quoted string (docstrings)", True),
     "comment": ("inside a comment", True),
     "line_position": ("position in the line", False),
     "indentation": ("indentation depth", False),
@@ -255,15 +261,19 @@ def auroc_columns(values: np.ndarray, labels: np.ndarray, bins: int = 4096) -> n
 
 
 def cell_search(rep: Replay, indicators: dict[str, Indicator] | None = None, top: int = 5,
-                quantities: Sequence[str] | None = None, auroc_candidates: int = 16) -> dict[str, list[CellScore]]:
+                quantities: Sequence[str] | None = None, auroc_candidates: int = 16,
+                rank_by: str = "auto") -> dict[str, list[CellScore]]:
     """Rank every cell against every indicator.
 
     Pearson r of each cell with each indicator comes from one matrix product per (layer, quantity):
     r = Aᵀ(Y − Ȳ) / (T σ_A σ_Y) for A (T, H) and all K indicators Y (T, K) at once. For on/off
     indicators the ``auroc_candidates`` cells with the largest |r| (the point-biserial correlation) get
     their AUROC (:func:`auroc_columns`) and are ranked by |AUROC − 0.5| — a cell that is off inside
-    strings is as telling as one that is on. Constant cells and constant indicators get r = 0.
+    strings is as telling as one that is on. ``rank_by="r"`` ranks every indicator by |r| (the AUROC is
+    still given for on/off ones). Constant cells and constant indicators get r = 0.
     """
+    if rank_by not in ("auto", "r"):
+        raise InputError(f"rank_by must be 'auto' or 'r', not {rank_by!r}")
     import torch  # noqa: PLC0415 - its float32 matrix product is much faster here than numpy's
 
     if indicators is None:
@@ -306,7 +316,8 @@ def cell_search(rep: Replay, indicators: dict[str, Indicator] | None = None, top
             if sel:
                 cols[:, sel] = A[:, [refs[cand[n]].index for n in sel]]
         au = auroc_columns(cols, ind.values)
-        best = np.argsort(-np.abs(au - 0.5), kind="stable")[:top]
+        best = (np.arange(min(top, len(cand))) if rank_by == "r"
+                else np.argsort(-np.abs(au - 0.5), kind="stable")[:top])
         results[name] = [CellScore(refs[cand[j]], float(R[cand[j], k]), float(au[j]), float(abs(au[j] - 0.5)))
                          for j in best]
     return results
