@@ -34,6 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true",
                    help="resume from OUT's training state (saved every few minutes and at the end)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
     add_json_arg(p)
     p.set_defaults(func=cmd_train)
 
@@ -124,6 +125,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise CommandError(f"--{name.replace('_', '-')} must be at least 1")
     if args.embedding < 0 or args.epochs <= 0 or args.lr <= 0:
         raise CommandError("--embedding must be ≥ 0, --epochs and --lr positive")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     texts = read_texts(args.text)
     held = join_texts(read_texts(args.heldout)) if args.heldout else ""
     torch.manual_seed(args.seed)
