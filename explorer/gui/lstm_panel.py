@@ -16,7 +16,7 @@ import numpy as np
 from explorer.gui import pyside_compat  # noqa: F401 - before any Qt call (None's refcount, see there)
 
 import pyqtgraph as pg  # noqa: E402
-from PySide6.QtCore import QObject, QPoint, QRect, QRectF, QRunnable, QSize, Qt, QThreadPool, QTimer, Signal
+from PySide6.QtCore import QObject, QPoint, QRect, QRectF, QRunnable, QSize, Qt, QThreadPool, QTimer, Signal, Slot
 from PySide6.QtGui import QColor, QFont, QFontDatabase, QFontMetricsF, QImage, QKeySequence, QPainter, QShortcut
 from PySide6.QtWidgets import (QAbstractScrollArea, QComboBox, QDoubleSpinBox, QFileDialog, QHBoxLayout,
                                QLabel, QPlainTextEdit, QPushButton, QSpinBox, QSplitter, QTabWidget, QToolTip,
@@ -143,7 +143,7 @@ class CellTextView(QAbstractScrollArea):
         self._max_cols = 1
         self.viewport().setMouseTracking(True)
         self.verticalScrollBar().valueChanged.connect(self._visible_changed)
-        self.horizontalScrollBar().valueChanged.connect(lambda _: self.viewport().update())
+        self.horizontalScrollBar().valueChanged.connect(self._visible_changed)
 
     # -- content
     def set_text(self, text: str) -> None:
@@ -384,7 +384,7 @@ class LstmPanel(QWidget):
         open_model = QPushButton("Model…")
         open_model.clicked.connect(self._choose_model)
         bundled = QPushButton("Bundled")
-        bundled.clicked.connect(lambda: self.load_model("bundled"))
+        bundled.clicked.connect(self._load_bundled)
         open_text = QPushButton("Open text…")
         open_text.clicked.connect(self._choose_text)
         self.layer_box = QComboBox()
@@ -516,6 +516,9 @@ class LstmPanel(QWidget):
         self.set_text(text)
         return True
 
+    def _load_bundled(self) -> None:
+        self.load_model("bundled")
+
     def _choose_model(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Char-RNN checkpoint", "", "PyTorch (*.pt *.pth);;All (*)")
         if path:
@@ -552,6 +555,7 @@ class LstmPanel(QWidget):
         self._keep(job)
         self._pool.start(job)
 
+    @Slot(object, int, int)
     def _analysis_progress(self, job: GeneratorJob, done: int, total: int) -> None:
         if job is self._job:
             self.statusChanged.emit(f"reading {done * 100 // max(total, 1)} %")
@@ -562,6 +566,7 @@ class LstmPanel(QWidget):
         now = time.monotonic()
         self._jobs = [j for j in self._jobs if not (j.done.is_set() and now - j.done_at > 2.0)] + [job]
 
+    @Slot(object)
     def _analysis_stopped(self, job: GeneratorJob) -> None:
         if job is not self._job:
             return
@@ -571,6 +576,7 @@ class LstmPanel(QWidget):
             if text == self.view.text():
                 self._start_analysis(text)
 
+    @Slot(object, object)
     def _analysis_done(self, job: GeneratorJob, result: TextAnalysis) -> None:
         if job is not self._job or result is None or not self.view.text().startswith(result.replay.text):
             return
@@ -586,6 +592,7 @@ class LstmPanel(QWidget):
         if self._pending_text is None:
             self.analysisFinished.emit()
 
+    @Slot(object, str)
     def _analysis_failed(self, job: GeneratorJob, message: str) -> None:
         if job is self._job or job is self._sample_job:
             self.statusChanged.emit(message)
@@ -770,6 +777,7 @@ class LstmPanel(QWidget):
         self.write_button.setText("Stop writing")
         QThreadPool.globalInstance().start(job)
 
+    @Slot(object, object)
     def _sample_chunk(self, job: GeneratorJob, chunk: str) -> None:
         if job is not self._sample_job:
             return
@@ -781,6 +789,7 @@ class LstmPanel(QWidget):
         self.view.verticalScrollBar().setValue(self.view.verticalScrollBar().maximum())
         self._start_analysis(self._written)
 
+    @Slot(object)
     def _sample_done(self, job: GeneratorJob) -> None:
         self.write_button.setText("Let the model write")
         self.sampleFinished.emit()
