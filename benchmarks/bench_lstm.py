@@ -48,7 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chars", type=int, default=100_000)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-gui", action="store_true")
+    parser.add_argument("--write-text", type=Path, default=None,
+                        help="only write the held-out text used here to this file (for `lstm cells`)")
     args = parser.parse_args(argv)
+    if args.write_text:
+        args.write_text.write_text(corpus(args.chars), encoding="utf-8")
+        print(f"wrote {args.write_text} ({args.chars:,} characters of held-out standard library files)")
+        return 0
 
     import torch  # noqa: PLC0415
 

@@ -21,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--indicator", default="string", help="show the best cell for this indicator")
     parser.add_argument("--scroll-to", default="def ", help="scroll to the first occurrence of this text")
     parser.add_argument("--size", default="1500x950")
+    parser.add_argument("--tab", choices=["cells", "saturation"], default="cells")
+    parser.add_argument("--hover", default=None, help="show the hover text for the first occurrence of this")
     args = parser.parse_args(argv)
 
     from PySide6.QtCore import QEventLoop, QTimer  # noqa: PLC0415
@@ -52,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     text = panel.analysis.replay.text
     if args.scroll_to and args.scroll_to in text:
         panel.view.scroll_to_char(text.index(args.scroll_to))
+    if args.tab == "saturation":
+        panel.side_tabs.setCurrentIndex(1)
+    if args.hover and args.hover in text:
+        print(panel.hover_text(text.index(args.hover)))
     app.processEvents()
     panel.export_png(args.out)
     print(f"wrote {args.out}: cell {panel.cell}; {panel.status.text()}")

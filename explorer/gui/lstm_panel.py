@@ -441,14 +441,14 @@ class LstmPanel(QWidget):
 
         self.saturation_plot = pg.PlotWidget()
         self.saturation_plot.setBackground("w")
-        self.saturation_plot.setLabel("bottom", "fraction left-saturated (< 0.1)")
-        self.saturation_plot.setLabel("left", "fraction right-saturated (> 0.9)")
+        self.saturation_plot.setLabel("bottom", "left-saturated (< 0.1)")
+        self.saturation_plot.setLabel("left", "right-saturated (> 0.9)")
         self.saturation_plot.setXRange(0, 1)
         self.saturation_plot.setYRange(0, 1)
         self.saturation_plot.addLegend(offset=(-10, 10))
         self._scatter_items: list[pg.ScatterPlotItem] = []
 
-        side = QTabWidget()
+        side = self.side_tabs = QTabWidget()
         side.addTab(browser_box, "Cells")
         side.addTab(self.saturation_plot, "Gate saturation")
 
