@@ -84,7 +84,7 @@ def render_png(text: str, values: np.ndarray, path: str | Path, title: str = "",
     Long lines are cut at ``max_columns`` and only the first ``max_lines`` lines are drawn (a PNG of a
     whole library file would be tens of thousands of pixels tall).
     """
-    from PIL import Image, ImageDraw, ImageFont  # noqa: PLC0415
+    from PIL import Image, ImageDraw  # noqa: PLC0415
 
     if len(values) != len(text):
         raise InputError(f"{len(values)} values for {len(text)} characters")

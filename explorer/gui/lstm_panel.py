@@ -751,8 +751,8 @@ class LstmPanel(QWidget):
         if self.model is None:
             self.statusChanged.emit("load a model first")
             return
-        prime = self.view.text() if prime is None else prime
-        prime = prime[-2000:]  # the state after the last 2,000 characters is a good enough start
+        full = self.view.text() if prime is None else prime
+        prime = full[-2000:]  # the state after the last 2,000 characters is a good enough start
         length = self.length.value() if length is None else length
         temperature = self.temperature.value() if temperature is None else temperature
         model = self.model
@@ -768,7 +768,7 @@ class LstmPanel(QWidget):
                 yield "".join(buf)
 
         job = GeneratorJob(chunks)
-        self._written = prime
+        self._written = full
         job.signals.partial.connect(self._sample_chunk)
         job.signals.failed.connect(self._analysis_failed)
         job.signals.stopped.connect(self._sample_done)
