@@ -161,3 +161,19 @@ def test_cell_refs_are_parsed_and_checked():
             parse_cell_ref(bad, rep)
     with pytest.raises(InputError):
         selection_search(rep, [(2, 9)])
+
+
+def test_nearly_constant_cells_do_not_correlate():
+    """A gate stuck at −1 (float32 noise only) must get r ≈ 0, not ±1 from cancellation."""
+    from explorer.core.rnn import Replay
+    rng = np.random.default_rng(0)
+    T = 50_000
+    text = ("x = 'ab'  # c\n" * (T // 14 + 1))[:T]
+    stuck = (-1.0 + rng.normal(scale=1e-7, size=(T, 1))).astype(np.float32)
+    wide = rng.normal(size=(T, 1)).astype(np.float32) + 5000.0  # a large mean must not matter either
+    tracks = indicator_sequences(text)["line_position"].values[:, None] * 0.01 + 300.0
+    h = np.concatenate([stuck, wide, tracks.astype(np.float32)], axis=1)
+    rep = Replay(text, "rnn", [{"h": h}], np.zeros((T, 2), np.float32), np.zeros(T, np.int64))
+    res = cell_search(rep, top=3)
+    r = {s.cell.index: s.r for s in res["line_position"]}
+    assert abs(r[0]) < 0.05 and abs(r[1]) < 0.05 and r[2] > 0.999

@@ -20,6 +20,9 @@ from .errors import InputError
 from .rnn import QUANTITIES, Replay
 
 
+MIN_STD = 1e-4  # cells whose values vary less than this over the text count as constant
+
+
 @dataclass(frozen=True)
 class Indicator:
     name: str
@@ -285,17 +288,20 @@ def cell_search(rep: Replay, indicators: dict[str, Indicator] | None = None, top
         raise InputError("indicator length differs from the text length")
     y_std = Y.std(0)
     # One (K + 1, T) @ (T, H) product per block gives every covariance and every column sum; the
-    # second moment is one float32 pass. E[A²] − E[A]² loses a little precision for cells whose mean is
-    # large next to their spread (≈1 % of r in the worst case seen), which does not change a ranking.
+    # second moment is one float32 pass. Columns are shifted by their first value first, so that the
+    # variance E[S²] − E[S]² does not cancel for cells that barely move (a gate stuck near −1).
     Y1T = torch.from_numpy(np.ascontiguousarray(
         np.concatenate([(Y - Y.mean(0)).T, np.ones((1, T))]), dtype=np.float32))  # (K + 1, T)
     rs, refs, blocks = [], [], {}
     for layer, q, A in _blocks(rep, quantities):
-        sums = (Y1T @ torch.from_numpy(A)).double().numpy()  # (K + 1, H)
+        S = A - A[:1]
+        sums = (Y1T @ torch.from_numpy(S)).double().numpy()  # (K + 1, H)
         mean = sums[-1] / T
-        second = np.einsum("ij,ij->j", A, A) / T
+        second = np.einsum("ij,ij->j", S, S).astype(np.float64) / T
         std = np.sqrt(np.maximum(second - mean * mean, 0))
-        cov = sums[:-1].T / T  # (H, K): Y is centred, so A needs no centring
+        std[std < MIN_STD] = 0.0  # a cell that does not move correlates with nothing
+        cov = sums[:-1].T / T  # (H, K): Y is centred, so the shift drops out
+        del S
         denom = std[:, None] * y_std[None, :]
         ok = denom > 1e-12
         rs.append(np.clip(np.where(ok, cov / np.where(ok, denom, 1), 0.0), -1, 1))
