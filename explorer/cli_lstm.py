@@ -212,7 +212,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     cell = parse_cell_ref(args.cell, rep)
     raw = cell_values(rep, cell)
     values = display_values(cell.quantity, raw)
-    title = f"cell {cell} over {args.text.name}" + (" (tanh c)" if cell.quantity == "c" else "")
+    title = f"cell {cell} over {args.text.name}" + (" (c / max |c|)" if cell.quantity == "c" else "")
     try:
         if suffix == ".png":
             w, h = render_png(rep.text, values, args.out, title=title, max_lines=args.max_lines)

@@ -147,6 +147,10 @@ def heat_strip(rows: Sequence[np.ndarray], start: int, end: int) -> np.ndarray:
 
 
 def display_values(quantity: str, values: np.ndarray) -> np.ndarray:
-    """What the colour map shows for a quantity: tanh(c) for the LSTM cell state, which is unbounded
-    (Karpathy et al. 2016 show tanh(c) too); every other quantity as it is."""
-    return np.tanh(values) if quantity == "c" else values
+    """What the colour map shows for a quantity: the LSTM cell state c, which is unbounded, divided by
+    its largest magnitude over the text (a counting cell keeps its ramp, where tanh(c) would saturate
+    after a few characters); every other quantity as it is."""
+    if quantity != "c":
+        return values
+    peak = float(np.max(np.abs(values))) if len(values) else 0.0
+    return values / peak if peak > 0 else values

@@ -695,9 +695,12 @@ class LstmPanel(QWidget):
         rep = self.analysis.replay
         value = float(cell_values(rep, self.cell)[index])
         nxt = top_next_chars(rep.probs[index], self.model.vocab if self.model else [], 5)
-        shown = ", ".join(f"{_printable(ch)} {p:.0%}" for ch, p in nxt)
-        shown_as = f" (tanh {np.tanh(value):+.3f})" if self.cell.quantity == "c" else ""
-        return f"{_printable(rep.text[index])}  cell {self.cell} = {value:+.3f}{shown_as}\nnext: {shown}"
+        nexts = ", ".join(f"{_printable(ch)} {p:.0%}" for ch, p in nxt)
+        shown_as = ""
+        if self.cell.quantity == "c":
+            shown = display_values("c", cell_values(rep, self.cell))[index]
+            shown_as = f" (shown as {shown:+.3f}, c / max |c|)"
+        return f"{_printable(rep.text[index])}  cell {self.cell} = {value:+.3f}{shown_as}\nnext: {nexts}"
 
     def _show_hover(self, index: int, global_pos: QPoint) -> None:
         text = self.hover_text(index)
