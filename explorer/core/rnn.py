@@ -172,10 +172,19 @@ def read_char_rnn_payload(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"no such model file: {path}")
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    if magic[:4] != b"PK\x03\x04" and magic[:1] != b"\x80":  # torch.save's zip, or a legacy pickle
+        raise ModelLoadError(f"{path.name} is not a readable torch checkpoint (not a torch.save file)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is one message
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        text = str(exc)
+        if "weights_only" in text or "Unsupported global" in text:
+            raise ModelLoadError(f"{path.name} is not a readable torch checkpoint: it holds objects other than "
+                                 f"tensors and plain data (a pickled module?); save the "
+                                 f"{FORMAT} dict instead") from None
+        first = text.strip().splitlines()[0] if text.strip() else exc.__class__.__name__
         raise ModelLoadError(f"{path.name} is not a readable torch checkpoint ({first[:160]})") from None
     return payload
 
