@@ -18,6 +18,7 @@ from typing import Any, Callable
 SUBCOMMAND_MODULES = [
     "explorer.cli_explore",
     "explorer.cli_live",
+    "explorer.cli_lstm",
 ]
 
 

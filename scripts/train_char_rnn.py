@@ -1,0 +1,96 @@
+"""Train the bundled char-LSTM on the Python standard library's own source code.
+
+Files are picked deterministically (the ``*.py`` files directly in the standard library folder, sorted
+by name); every tenth file (index % 10 == 7) is held out and the bits per character on those files are
+printed at the end and stored in the checkpoint. Training stops after a wall-clock budget and can be
+resumed: the whole state (weights, optimiser, step) is saved every few minutes to ``--state``.
+
+    python scripts/train_char_rnn.py                      # ~65 minutes on one CPU core
+    python scripts/train_char_rnn.py --budget-min 5 --out /tmp/small.pt
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from explorer.core.rnn import CharRNNConfig, save_char_rnn  # noqa: E402
+from explorer.core.rnn_train import (TrainSettings, evaluate_bpc, join_texts, load_training_state,  # noqa: E402
+                                     new_char_rnn, read_texts, train_steps)
+
+
+def stdlib_files(folder: Path) -> tuple[list[Path], list[Path]]:
+    files = sorted(p for p in folder.glob("*.py") if p.is_file())
+    train = [p for k, p in enumerate(files) if k % 10 != 7]
+    held_out = [p for k, p in enumerate(files) if k % 10 == 7]
+    return train, held_out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stdlib", type=Path, default=Path(sysconfig.get_paths()["stdlib"]))
+    parser.add_argument("--out", type=Path, default=ROOT / "resources" / "models" / "char_rnn_python.pt")
+    parser.add_argument("--state", type=Path, default=ROOT / "build" / "char_rnn_python.state.pt",
+                        help="resumable training state (resumed from when it exists)")
+    parser.add_argument("--budget-min", type=float, default=65.0, help="wall-clock budget in minutes")
+    parser.add_argument("--epochs", type=float, default=50.0)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--hidden", type=int, default=192)
+    parser.add_argument("--embedding", type=int, default=48)
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    train_files, held_files = stdlib_files(args.stdlib)
+    train_texts, held_texts = read_texts(train_files), read_texts(held_files)
+    train_text, held_text = join_texts(train_texts), join_texts(held_texts)
+    print(f"{len(train_files)} training files ({len(train_text):,} chars), {len(held_files)} held out "
+          f"({len(held_text):,} chars): {', '.join(p.name for p in held_files)}", flush=True)
+    settings = TrainSettings(epochs=args.epochs, seq_len=args.seq_len, batch=args.batch, lr=args.lr,
+                             time_budget_s=args.budget_min * 60, checkpoint_every_s=180)
+    resume = None
+    if args.state.is_file():
+        model, resume = load_training_state(args.state)
+        print(f"resuming from {args.state} at step {resume['step']} ({resume['elapsed_s'] / 60:.1f} min)",
+              flush=True)
+    else:
+        model = new_char_rnn(train_texts, CharRNNConfig("lstm", args.layers, args.hidden, args.embedding),
+                             min_count=20)
+    print(f"vocab {len(model.vocab)}, {sum(p.numel() for p in model.parameters()):,} parameters", flush=True)
+    t0 = time.monotonic()
+    last_eval = t0
+    progress = None
+    for progress in train_steps(model, train_text, settings, resume=resume, state_path=args.state):
+        if progress.step % 100 == 0:
+            print(f"step {progress.step}/{progress.total_steps} epoch {progress.epoch:.2f} "
+                  f"train {progress.train_bpc:.3f} bpc, {progress.elapsed_s / 60:.1f} min, "
+                  f"{progress.fraction:.0%}", flush=True)
+        if time.monotonic() - last_eval > 600:
+            print(f"  held-out (first 100k chars): {evaluate_bpc(model, held_text, max_chars=100_000):.3f} bpc",
+                  flush=True)
+            model.train()
+            last_eval = time.monotonic()
+    bpc = evaluate_bpc(model, held_text)
+    print(f"held-out bits per character: {bpc:.3f} ({len(held_files)} files, {len(held_text):,} chars)",
+          flush=True)
+    save_char_rnn(model, args.out, extra={
+        "trained_on": "Python standard library source (*.py, sorted, index % 10 != 7)",
+        "heldout_files": [p.name for p in held_files], "heldout_bpc": bpc,
+        "train_steps": progress.step if progress else None,
+        "train_minutes": progress.elapsed_s / 60 if progress else None})
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
