@@ -126,6 +126,7 @@ def add_gui_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--screenshot", default=None, metavar="OUT.png",
                    help="open, wait for the results, save the window as PNG and exit")
     g.add_argument("--no-settings", action="store_true", help="ignore and do not save remembered settings")
+    g.add_argument("--text", default=None, metavar="FILE", help="open this text in the LSTM tab")
     from explorer.cli_live import add_live_gui_args  # noqa: PLC0415
 
     add_live_gui_args(parser)

@@ -58,8 +58,12 @@ def create_window(args: argparse.Namespace, interactive: bool = True):
 
         view = view or "live"
         open_live_source(window.live_panel, args)
+    if getattr(args, "text", None):
+        view = view or "lstm"
     if view and not window.show_view(view):
         window.show_error(f"no view named {view!r}; views: {', '.join(window.views)}")
+    if getattr(args, "text", None):
+        window.lstm_panel.open_text_file(args.text)
     return window
 
 

@@ -13,7 +13,6 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from explorer.gui import pyside_compat  # noqa: F401 - before any Qt call (None's refcount, see there)
 
 import pyqtgraph as pg  # noqa: E402
 from PySide6.QtCore import QObject, QPoint, QRect, QRectF, QRunnable, QSize, Qt, QThreadPool, QTimer, Signal, Slot
@@ -535,6 +534,11 @@ class LstmPanel(QWidget):
             self.set_text(text)
 
     # -- background work
+    @property
+    def busy(self) -> bool:
+        """True while text is being analysed or the model is writing."""
+        return self._job is not None or self._sample_job is not None or self._pending_text is not None
+
     def _start_analysis(self, text: str) -> None:
         if self.model is None or not text:
             return

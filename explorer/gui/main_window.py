@@ -272,7 +272,8 @@ class MainWindow(QMainWindow):
     # -- state ---------------------------------------------------------------------------------------
     @property
     def busy(self) -> bool:
-        return not self.runner.idle or not self.forward_runner.idle or not self.filter_runner.idle
+        return (not self.runner.idle or not self.forward_runner.idle or not self.filter_runner.idle
+                or any(getattr(view, "busy", False) for view in self.views.values()))
 
     def show_error(self, message: str) -> None:
         self.last_error = message
