@@ -136,7 +136,12 @@ class ReluRuleMode(TorchFunctionMode):
                 fn = _RuleReLUInplace if inplace and not x.is_leaf else _RuleReLU
                 return fn.apply(x, self.method)
         elif func in _OTHER_ACTIVATION_FUNCS:
-            self.unhandled[_OTHER_ACTIVATION_FUNCS[func]] += 1
+            name = _OTHER_ACTIVATION_FUNCS[func]
+            bounds = (kwargs.get("min_val", args[1] if len(args) > 1 else -1.0),
+                      kwargs.get("max_val", args[2] if len(args) > 2 else 1.0))
+            if func is F.hardtanh and bounds == (0.0, 6.0):
+                name = "ReLU6"  # nn.ReLU6 is hardtanh(0, 6)
+            self.unhandled[name] += 1
         return func(*args, **kwargs)
 
 
