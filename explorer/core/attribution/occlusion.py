@@ -229,9 +229,16 @@ def occlusion_sweep(model: nn.Module, x: torch.Tensor, target: Target,
     x = x.detach()
     c, h, w = x.shape[1:]
     baseline = make_baseline(x, settings.baseline, settings.window, settings.blur_sigma)
-    evaluator = _Evaluator(model, x, target, baseline, settings.fast)
+    try:
+        evaluator = _Evaluator(model, x, target, baseline, settings.fast)
+    except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
+        if not is_out_of_memory(exc):
+            raise
+        raise OcclusionOutOfMemory("out of memory running the model once on the clean input; "
+                                   "try a smaller input or --device cpu") from None
     windows = occlusion_windows(h, w, settings.window, settings.stride)
-    state = {"batch": settings.batch_size}
+    state = {"batch": settings.batch_size}  # lowered for good when the device runs out of memory
+    step = settings.batch_size  # windows per yield
     fine = _Accumulator(c, h, w)
 
     def progress(done: int, total: int, partial: torch.Tensor, stage: str) -> OcclusionProgress:
@@ -243,8 +250,8 @@ def occlusion_sweep(model: nn.Module, x: torch.Tensor, target: Target,
         coarse_windows = occlusion_windows(h, w, settings.window, coarse_stride)
         coarse = _Accumulator(c, h, w)
         known: dict[Window, float] = {}
-        for i in range(0, len(coarse_windows), state["batch"]):
-            chunk = coarse_windows[i:i + state["batch"]]
+        for i in range(0, len(coarse_windows), step):
+            chunk = coarse_windows[i:i + step]
             diffs = evaluator.clean_score - _scores_fitting_memory(evaluator, chunk, state)
             coarse.add(chunk, diffs)
             known.update(zip(chunk, diffs.tolist()))
@@ -256,8 +263,8 @@ def occlusion_sweep(model: nn.Module, x: torch.Tensor, target: Target,
         todo = [wd for wd in windows if wd not in known]
         done = len(reused)
         coarse_map = coarse.mean()
-        for i in range(0, len(todo), state["batch"]):
-            chunk = todo[i:i + state["batch"]]
+        for i in range(0, len(todo), step):
+            chunk = todo[i:i + step]
             fine.add(chunk, evaluator.clean_score - _scores_fitting_memory(evaluator, chunk, state))
             done += len(chunk)
             partial = torch.where(fine.count > 0, fine.mean()[0], coarse_map[0]).expand(c, -1, -1).contiguous()
@@ -266,8 +273,8 @@ def occlusion_sweep(model: nn.Module, x: torch.Tensor, target: Target,
             yield progress(len(windows), len(windows), fine.mean(), "refine")
         return
 
-    for i in range(0, len(windows), state["batch"]):
-        chunk = windows[i:i + state["batch"]]
+    for i in range(0, len(windows), step):
+        chunk = windows[i:i + step]
         fine.add(chunk, evaluator.clean_score - _scores_fitting_memory(evaluator, chunk, state))
         yield progress(i + len(chunk), len(windows), fine.mean(), "sweep")
 
