@@ -132,7 +132,7 @@ def test_out_of_memory_halves_the_batch_and_gives_the_same_map():
     x = torch.randn(1, 3, 24, 24)
     res = occlusion(model, x, Target.for_class(0), OcclusionSettings(window=8, stride=4, batch_size=16))
     assert res.mode == "full"  # the shape test cannot be traced, so every occluded image runs in full
-    assert res.batch_size <= 3 and max(b for b in model.batches[1:] if b <= 3) <= 3
+    assert res.batch_size == 2 and [b for b in model.batches if isinstance(b, int)][1:3] == [16, 8]
     _close(res.map, naive_occlusion(inner, x, Target.for_class(0), 8, 4, torch.zeros_like(x)))
 
 
@@ -170,8 +170,8 @@ def test_sweep_streams_partial_maps_and_stops_when_cancelled():
     assert first.partial_map.shape == (3, 32, 32) and not first.finished
     assert float(first.partial_map.abs().sum()) > 0
     sweep.close()
-    calls = len(model.batches)
-    assert calls <= 3  # the clean pass and two batches: nothing ran after the cancel
+    calls = [b for b in model.batches if isinstance(b, int)]  # (tracing the model appends a proxy)
+    assert calls == [1, 8, 8]  # the clean pass and two batches: nothing ran after the cancel
     asked = []
     with pytest.raises(Cancelled):
         occlusion(inner, x, Target.for_class(0), OcclusionSettings(window=8, stride=4, batch_size=8),
