@@ -2,7 +2,116 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+import numpy as np
+
+from explorer.cli import CommandError, add_json_arg, add_model_args, emit, model_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    pass
+    p = subparsers.add_parser("layers", help="the layer table: type, output shape, parameters, MACs")
+    add_model_args(p)
+    add_json_arg(p)
+    p.add_argument("--leaves", action="store_true", help="only modules with no children")
+    p.set_defaults(func=cmd_layers)
+
+    p = subparsers.add_parser("predict", help="top-5 classes for each input")
+    add_model_args(p)
+    add_json_arg(p)
+    p.add_argument("--input", nargs="+", required=True, help="image files, folders or .npy tensors")
+    p.add_argument("--top", type=int, default=5)
+    p.set_defaults(func=cmd_predict)
+
+    p = subparsers.add_parser("activations", help="save one layer's activations for an input")
+    add_model_args(p)
+    add_json_arg(p)
+    p.add_argument("--input", required=True, help="an image file or a .npy tensor")
+    p.add_argument("--layer", required=True)
+    p.add_argument("--out", required=True, help="A.npy: the activation without the batch dimension, float32")
+    p.add_argument("--png", default=None, help="also save all channels as one tiled grid image")
+    p.add_argument("--norm", choices=["layer", "channel"], default="layer")
+    p.set_defaults(func=cmd_activations)
+
+
+def format_count(n: int) -> str:
+    return f"{n:,}"
+
+
+def cmd_layers(args: argparse.Namespace) -> int:
+    from explorer.core.probe import layer_table  # noqa: PLC0415
+
+    loaded = model_from_args(args, weights="none")  # the table needs shapes, never a download
+    rows = layer_table(loaded.module, loaded.spec.shape, loaded.device)
+    if args.leaves:
+        rows = [r for r in rows if r.is_leaf]
+    total_params = sum(p.numel() for p in loaded.module.parameters())
+    total_macs = sum(r.macs for r in rows if r.is_leaf) if args.leaves else sum(r.macs for r in rows if r.is_leaf)
+    data = {"model": loaded.name, "input_shape": list(loaded.spec.shape), "total_params": total_params,
+            "total_macs": total_macs, "layers": [r.to_dict() for r in rows]}
+    width = max([len(r.name) + 2 * r.depth for r in rows] + [5])
+    lines = [f"{loaded.name}: input {'x'.join(map(str, loaded.spec.shape))}",
+             f"{'layer':<{width}}  {'type':<20} {'output':<16} {'params':>12} {'MACs':>15}"]
+    for r in rows:
+        shape = "x".join(map(str, r.output_shape)) if r.output_shape is not None else "(not run)"
+        lines.append(f"{'  ' * r.depth + r.name:<{width}}  {r.type:<20} {shape:<16} "
+                     f"{format_count(r.params):>12} {format_count(r.macs):>15}")
+    lines.append(f"total: {format_count(total_params)} parameters, {format_count(total_macs)} MACs")
+    emit(args, data, "\n".join(lines))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from explorer.core.preprocess import expand_inputs, load_input  # noqa: PLC0415
+    from explorer.core.probe import run_forward, top_k  # noqa: PLC0415
+
+    files = expand_inputs(args.input)
+    loaded = model_from_args(args)
+    results = []
+    lines = [] if loaded.trained else [f"note: {loaded.display_name} has random weights; predictions mean nothing"]
+    for path in files:
+        x, _ = load_input(path, loaded.spec, args.fit)
+        out = run_forward(loaded.module, x.to(loaded.device))
+        top = top_k(out.logits, loaded.spec.labels, args.top)
+        results.append({"input": str(path), "top": top})
+        lines.append(f"{path}:")
+        lines += [f"  {t['probability']:7.2%}  {t['index']:>5}  {t['label']}" for t in top]
+    emit(args, {"model": loaded.name, "trained": loaded.trained, "predictions": results}, "\n".join(lines))
+    return 0
+
+
+def cmd_activations(args: argparse.Namespace) -> int:
+    from explorer.core.preprocess import load_input  # noqa: PLC0415
+    from explorer.core.probe import get_layer, run_forward  # noqa: PLC0415
+
+    loaded = model_from_args(args)
+    try:
+        get_layer(loaded.module, args.layer)
+    except KeyError as exc:
+        raise CommandError(exc.args[0]) from None
+    x, _ = load_input(args.input, loaded.spec, args.fit)
+    out = run_forward(loaded.module, x.to(loaded.device), [args.layer])
+    if args.layer not in out.activations:
+        raise CommandError(f"layer {args.layer!r} did not run for this input")
+    act = out.activations[args.layer][0].float().cpu()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    np.save(args.out, act.numpy().astype(np.float32))
+    if args.png:
+        save_grid_png(act, args.png, args.norm)
+    data = {"model": loaded.name, "layer": args.layer, "shape": list(act.shape), "out": args.out,
+            "png": args.png, "min": float(act.min()), "max": float(act.max()), "mean": float(act.mean())}
+    emit(args, data, f"{args.layer}: {'x'.join(map(str, act.shape))} -> {args.out}"
+         + (f", grid -> {args.png}" if args.png else ""))
+    return 0
+
+
+def save_grid_png(act, path: str, norm: str = "layer", min_side: int = 512) -> None:
+    """The tiled activation grid as a grey PNG, scaled up (nearest) so small tiles stay visible."""
+    from PIL import Image  # noqa: PLC0415
+
+    from explorer.core.tiling import activation_grid  # noqa: PLC0415
+
+    grid, _ = activation_grid(act, norm)
+    img = (grid.clamp(0, 1) * 255).round().byte().cpu().numpy()
+    scale = max(1, min_side // max(img.shape[:2]))
+    Image.fromarray(img).resize((img.shape[1] * scale, img.shape[0] * scale), Image.NEAREST).save(path)

@@ -20,3 +20,9 @@ class InputError(ExplorerError):
 
 class Cancelled(ExplorerError):
     """Long work stopped because the user asked it to."""
+
+
+class UntrustedCheckpointError(ModelLoadError):
+    """A checkpoint holds pickled Python objects; loading it runs code, so the user must trust it first."""
+
+    marker = "--trust-checkpoint"  # every message names the option, so callers can recognise it

@@ -197,14 +197,13 @@ def load_model(name: str | None = None, *, checkpoint: str | Path | None = None,
     trust_checkpoint : allow unpickling whole modules (this runs code from the file).
     progress : called with (bytes done, bytes total) while weights download.
     """
-    from .checkpoint import load_checkpoint  # noqa: PLC0415
-
-    name = name or DEFAULT_MODEL
-    if checkpoint is None and Path(name).suffix and Path(name).exists():
+    if checkpoint is None and name and Path(name).suffix and Path(name).exists():
         name, checkpoint = None, name
-    if checkpoint is not None:
+    if checkpoint is not None:  # ``name``, when given, is the checkpoint's architecture
+        from .checkpoint import load_checkpoint  # noqa: PLC0415
+
         loaded = load_checkpoint(checkpoint, arch=name, trust=trust_checkpoint)
-    elif name in BUNDLED_MODELS:
+    elif (name := name or DEFAULT_MODEL) in BUNDLED_MODELS:
         loaded = load_bundled_model(name)
     else:
         loaded = load_zoo_model(name, weights=weights, progress=progress, weights_url=weights_url)

@@ -91,7 +91,7 @@ def fit_image(image: np.ndarray, size: tuple[int, int], mode: str = "crop") -> n
 def image_to_tensor(image: np.ndarray, spec: InputSpec, fit: str = "crop") -> torch.Tensor:
     """(H, W, 3) uint8 image → normalised (1, C, H, W) float32 tensor for the model."""
     fitted = fit_image(image, spec.size, fit)
-    x = torch.from_numpy(np.ascontiguousarray(fitted)).permute(2, 0, 1).float().div_(255.0)
+    x = torch.from_numpy(np.array(fitted, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div_(255.0)
     if spec.channels == 1:
         # ITU-R 601 luma, as Pillow's "L" conversion
         x = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]).unsqueeze(0)

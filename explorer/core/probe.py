@@ -1,0 +1,166 @@
+"""Look inside a forward pass: the layer table (shapes, parameters, MACs) and activation capture by hooks."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Iterator
+
+import torch
+from torch import nn
+
+
+@dataclass
+class LayerInfo:
+    """One row of the layer table (the Netscope / cs231n per-layer table)."""
+
+    name: str  # dotted module path, e.g. "features.0" or "layer1.0.conv1"
+    type: str  # class name, e.g. "Conv2d"
+    output_shape: tuple[int, ...] | None  # without the batch dimension; None if the module never ran
+    params: int  # parameters the module owns itself (not its children)
+    macs: int  # multiply-accumulates for one input, summed over every call of the module
+    depth: int  # nesting depth (0 = child of the root)
+    is_leaf: bool  # has no child modules
+    calls: int = 0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["output_shape"] = list(self.output_shape) if self.output_shape is not None else None
+        return d
+
+
+def first_tensor(value) -> torch.Tensor | None:
+    """The first tensor in a module output (tensors, tuples, namedtuples, dicts)."""
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            found = first_tensor(item)
+            if found is not None:
+                return found
+    return None
+
+
+def module_macs(module: nn.Module, inputs: tuple, output: torch.Tensor) -> int:
+    """Multiply-accumulates of one call for one input (batch dimension divided out).
+
+    Conv: out_elements * (C_in / groups) * prod(kernel); Linear: out_elements * in_features. Other layers
+    (ReLU, pooling, normalisation) count 0, as in the cs231n / Netscope tables.
+    """
+    batch = output.shape[0] if output.dim() > 0 else 1
+    if isinstance(module, nn.modules.conv._ConvNd):
+        kernel = 1
+        for k in module.kernel_size:
+            kernel *= k
+        if isinstance(module, nn.modules.conv._ConvTransposeNd):
+            x = inputs[0]
+            return x.numel() // batch * (module.out_channels // module.groups) * kernel
+        return output.numel() // batch * (module.in_channels // module.groups) * kernel
+    if isinstance(module, nn.Linear):
+        return output.numel() // batch * module.in_features
+    if isinstance(module, nn.Bilinear):
+        return output.numel() // batch * module.in1_features * module.in2_features
+    return 0
+
+
+def layer_table(model: nn.Module, input_shape: tuple[int, ...], device: torch.device | str | None = None
+                ) -> list[LayerInfo]:
+    """Run one zero input of ``input_shape`` (C, H, W) through ``model`` and describe every submodule.
+
+    Modules that never run (e.g. auxiliary heads in eval mode) have ``output_shape=None``.
+    """
+    device = torch.device(device) if device is not None else _model_device(model)
+    rows: dict[str, LayerInfo] = {}
+    handles = []
+    for name, module in model.named_modules():
+        if not name:
+            continue
+        own = sum(p.numel() for p in module.parameters(recurse=False))
+        rows[name] = LayerInfo(name, type(module).__name__, None, own, 0, name.count("."),
+                               is_leaf=not any(True for _ in module.children()))
+
+        def hook(mod, inputs, output, row=rows[name]):
+            out = first_tensor(output)
+            if out is None:
+                return
+            if row.output_shape is None:
+                row.output_shape = tuple(out.shape[1:])
+            row.macs += module_macs(mod, inputs, out)
+            row.calls += 1
+
+        handles.append(module.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model(torch.zeros((1, *input_shape), device=device))
+    finally:
+        for h in handles:
+            h.remove()
+    return list(rows.values())
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
+    return torch.device("cpu")
+
+
+def get_layer(model: nn.Module, name: str) -> nn.Module:
+    """The submodule called ``name``; a clear KeyError lists close names when there is none."""
+    modules = dict(model.named_modules())
+    if name not in modules or not name:
+        close = [n for n in modules if n and (name in n or n.startswith(name.split(".")[0]))][:8]
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise KeyError(f"no layer named {name!r}{hint}")
+    return modules[name]
+
+
+@contextmanager
+def capture(model: nn.Module, layers: list[str]) -> Iterator[dict[str, torch.Tensor]]:
+    """Hooks on just ``layers``; inside the block every forward stores their outputs (detached copies).
+
+    The copy matters: an in-place ReLU after a conv would otherwise overwrite the conv's stored output.
+    Hooks are removed on exit.
+    """
+    store: dict[str, torch.Tensor] = {}
+    handles = []
+    for name in layers:
+        module = get_layer(model, name)
+
+        def hook(_mod, _inputs, output, key=name):
+            out = first_tensor(output)
+            if out is not None:
+                store[key] = out.detach().clone()
+
+        handles.append(module.register_forward_hook(hook))
+    try:
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@dataclass
+class ForwardResult:
+    """Outputs of one forward pass: logits (1, K) and the activations of the captured layers."""
+
+    logits: torch.Tensor
+    activations: dict[str, torch.Tensor]
+
+
+def run_forward(model: nn.Module, x: torch.Tensor, layers: list[str] | None = None) -> ForwardResult:
+    """Forward ``x`` (N, C, H, W) under no_grad, capturing ``layers``."""
+    with torch.no_grad(), capture(model, layers or []) as store:
+        out = first_tensor(model(x))
+    return ForwardResult(out, dict(store))
+
+
+def top_k(logits: torch.Tensor, labels: tuple[str, ...] | list[str], k: int = 5) -> list[dict]:
+    """Top-k classes of one logit vector (K,) or (1, K): [{"index", "label", "probability"}...]."""
+    logits = logits.detach().float().reshape(-1)
+    probs = torch.softmax(logits, 0)
+    values, indices = probs.topk(min(k, probs.numel()))
+    return [{"index": int(i), "label": labels[int(i)] if int(i) < len(labels) else f"class {int(i)}",
+             "probability": float(v)} for v, i in zip(values.cpu(), indices.cpu())]

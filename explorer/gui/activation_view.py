@@ -1,0 +1,184 @@
+"""All channels of the selected layer as one tiled grid, the selected unit enlarged, FC layers as bars."""
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QSlider, QSplitter, QVBoxLayout,
+                               QWidget)
+
+from explorer.core.explore import LayerView, upsample_map
+
+from .image_pane import ImagePane, lookup_table
+
+
+class ActivationView(QWidget):
+    """Shows a :class:`LayerView`; click a tile or use the arrow keys to select a unit."""
+
+    unit_selected = Signal(int)
+    norm_changed = Signal(str)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.layer_view: LayerView | None = None
+        self.picture: np.ndarray | None = None
+        self.unit = 0
+        self.setFocusPolicy(Qt.StrongFocus)
+
+        self.grid_pane = ImagePane(title="all channels")
+        self.grid_pane.setToolTip("Every channel of the selected layer. Click a tile or use the arrow keys.")
+        self.grid_pane.clicked.connect(self._grid_clicked)
+        self.bars = pg.PlotWidget(background="#202124")
+        self.bars.setToolTip("A fully connected layer: one bar per unit. Click a bar to select it.")
+        self.bars.setMouseEnabled(x=True, y=False)
+        self.bars.hideButtons()
+        self.bars.scene().sigMouseClicked.connect(self._bars_clicked)
+        self.bar_item: pg.BarGraphItem | None = None
+        self.bar_mark = pg.InfiniteLine(angle=90, pen=pg.mkPen("#ffcc00"))
+        self.bars.addItem(self.bar_mark)
+        self.bars.setVisible(False)
+
+        self.unit_pane = ImagePane(title="selected unit")
+        self.unit_pane.setToolTip("The selected unit's activation map, optionally over the input.")
+        self.info = QLabel("no layer selected")
+        self.info.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.overlay_box = QCheckBox("overlay on input")
+        self.overlay_box.setToolTip("Show the unit's map, scaled to the input, over the input image (O)")
+        self.overlay_box.toggled.connect(self._show_unit)
+        self.opacity = QSlider(Qt.Horizontal)
+        self.opacity.setRange(0, 100)
+        self.opacity.setValue(60)
+        self.opacity.setToolTip("Overlay opacity")
+        self.opacity.valueChanged.connect(self._show_unit)
+        self.norm = QComboBox()
+        self.norm.addItems(["layer", "channel"])
+        self.norm.setToolTip("Scale the grid over the whole layer, or each channel on its own")
+        self.norm.currentTextChanged.connect(self.norm_changed.emit)
+
+        left = QWidget()
+        lv = QVBoxLayout(left)
+        lv.setContentsMargins(0, 0, 0, 0)
+        lv.addWidget(self.grid_pane)
+        lv.addWidget(self.bars)
+        right = QWidget()
+        rv = QVBoxLayout(right)
+        rv.setContentsMargins(0, 0, 0, 0)
+        rv.addWidget(self.unit_pane, 1)
+        controls = QHBoxLayout()
+        controls.addWidget(self.overlay_box)
+        controls.addWidget(self.opacity)
+        rv.addLayout(controls)
+        scale = QHBoxLayout()
+        scale.addWidget(QLabel("grid scaling:"))
+        scale.addWidget(self.norm)
+        scale.addStretch(1)
+        rv.addLayout(scale)
+        rv.addWidget(self.info)
+        splitter = QSplitter(Qt.Horizontal)
+        splitter.addWidget(left)
+        splitter.addWidget(right)
+        splitter.setSizes([700, 350])
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(splitter)
+
+    # -- showing -------------------------------------------------------------------------------------
+    def set_picture(self, picture: np.ndarray | None) -> None:
+        self.picture = picture
+        self._show_unit()
+
+    def set_layer_view(self, view: LayerView | None, unit: int) -> None:
+        self.layer_view = view
+        if view is None or view.units == 0:
+            self.grid_pane.clear_image()
+            self.unit_pane.clear_image()
+            self.bars.setVisible(False)
+            self.grid_pane.setVisible(True)
+            self.info.setText("no activation to show" if view is None else "select a layer")
+            return
+        self.unit = min(max(unit, 0), view.units - 1)
+        self.unit_pane.setVisible(not view.is_vector)  # a 1x1 map says nothing: the bar and the text do
+        self.overlay_box.setEnabled(not view.is_vector)
+        if view.is_vector:
+            self.grid_pane.setVisible(False)
+            self.bars.setVisible(True)
+            if self.bar_item is not None:
+                self.bars.removeItem(self.bar_item)
+            x = np.arange(view.units)
+            self.bar_item = pg.BarGraphItem(x=x, height=view.activation.copy(), width=0.8, brush="#5aa9e6")
+            self.bars.addItem(self.bar_item)
+            self.bars.autoRange()
+        else:
+            self.bars.setVisible(False)
+            self.grid_pane.setVisible(True)
+            self.grid_pane.set_image(view.grid, levels=(0.0, 1.0), lut=lookup_table("grey"))
+        self._show_unit()
+
+    def select_unit(self, unit: int) -> None:
+        if self.layer_view is None or self.layer_view.units == 0:
+            return
+        unit = min(max(unit, 0), self.layer_view.units - 1)
+        if unit != self.unit:
+            self.unit = unit
+            self._show_unit()
+            self.unit_selected.emit(unit)
+
+    def _show_unit(self, *_):
+        view = self.layer_view
+        if view is None or view.units == 0:
+            return
+        unit = self.unit
+        if view.is_vector:
+            self.bar_mark.setValue(unit)
+            self.grid_pane.set_box(None)
+        else:
+            top, left = view.layout.tile_origin(unit)
+            self.grid_pane.set_box(top, left, view.layout.tile_h - 1, view.layout.tile_w - 1)
+        unit_map = view.unit_map(unit)
+        value = view.activation[unit]
+        if view.is_vector:
+            self.info.setText(f"{view.layer} · unit {unit} of {view.units}\nvalue {float(value):.4g} "
+                              f"· layer range [{view.value_range[0]:.4g}, {view.value_range[1]:.4g}]")
+            return
+        stats = f"max {float(unit_map.max()):.4g}, mean {float(unit_map.mean()):.4g}"
+        self.info.setText(f"{view.layer} · unit {unit} of {view.units} · {stats}\n"
+                          f"layer range [{view.value_range[0]:.4g}, {view.value_range[1]:.4g}]")
+        if self.overlay_box.isChecked() and self.picture is not None and not view.is_vector:
+            self.unit_pane.set_image(self.picture)
+            heat = upsample_map(unit_map, self.picture.shape[:2])
+            self.unit_pane.set_overlay(heat, lookup_table("inferno"), self.opacity.value() / 100)
+        else:
+            lo, hi = float(unit_map.min()), float(unit_map.max())
+            self.unit_pane.set_overlay(None)
+            self.unit_pane.set_image(unit_map, levels=(lo, hi if hi > lo else lo + 1e-6),
+                                     lut=lookup_table("inferno"))
+
+    # -- input ---------------------------------------------------------------------------------------
+    def _grid_clicked(self, row: float, col: float) -> None:
+        if self.layer_view is None or self.layer_view.is_vector:
+            return
+        unit = self.layer_view.layout.unit_at(row, col)
+        if unit is not None:
+            self.select_unit(unit)
+
+    def _bars_clicked(self, event) -> None:
+        if self.layer_view is None or not self.layer_view.is_vector:
+            return
+        pos = self.bars.getPlotItem().vb.mapSceneToView(event.scenePos())
+        self.select_unit(int(round(pos.x())))
+
+    def keyPressEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        view = self.layer_view
+        if view is None or view.units == 0:
+            return super().keyPressEvent(event)
+        cols = 1 if view.is_vector else view.layout.cols
+        step = {Qt.Key_Left: -1, Qt.Key_Right: 1, Qt.Key_Up: -cols, Qt.Key_Down: cols,
+                Qt.Key_Home: -view.units, Qt.Key_End: view.units}.get(event.key())
+        if view.is_vector and event.key() in (Qt.Key_Up, Qt.Key_Down):
+            step = -1 if event.key() == Qt.Key_Up else 1
+        if step is None:
+            if event.key() == Qt.Key_O:
+                self.overlay_box.toggle()
+                return
+            return super().keyPressEvent(event)
+        self.select_unit(self.unit + step)

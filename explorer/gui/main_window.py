@@ -1,0 +1,628 @@
+"""The main window: model and input controls, the layer table, and the views as tabs.
+
+The window holds the current model, input, layer and unit, asks the core for what to show through
+workers (never computing on the GUI thread), and shows results as they arrive.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QSettings, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QImage, QKeySequence
+from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QDockWidget, QFileDialog, QLabel,
+                               QMainWindow, QMessageBox, QProgressBar, QPushButton, QTabWidget, QToolBar,
+                               QWidget)
+
+from explorer.core import preprocess
+from explorer.core.device import available_devices, describe_device
+from explorer.core.errors import ExplorerError, InputError, WeightsDownloadError
+from explorer.core.explore import compute_filter_view, compute_layer_view
+from explorer.core.models import LoadedModel, bundled_names, load_model, zoo_names
+from explorer.core.probe import layer_table
+
+from .activation_view import ActivationView
+from .filter_view import FilterPanel
+from .input_panel import InputPanel
+from .layer_table import LayerTable
+from .spec_dialog import InputSpecDialog
+from .workers import LatestRunner, Task, TaskRunner
+
+MODEL_SUFFIXES = {".pt", ".pth", ".pt2", ".safetensors", ".ts", ".bin", ".ckpt"}
+
+
+@dataclass
+class ModelRequest:
+    name: str | None = None
+    checkpoint: str | None = None
+    weights: str = "pretrained"
+    trust: bool = False
+
+
+def load_model_with_table(request: ModelRequest, device: str | None, progress) -> tuple[LoadedModel, list]:
+    """Worker job: load the model and build its layer table (a forward at the input size)."""
+    loaded = load_model(request.name, checkpoint=request.checkpoint, weights=request.weights,
+                        trust_checkpoint=request.trust, device=device, progress=progress)
+    return loaded, layer_table(loaded.module, loaded.spec.shape, loaded.device)
+
+
+class MainWindow(QMainWindow):
+    """``busy_changed`` tells tests and the screenshot mode when all work has finished."""
+
+    busy_changed = Signal(bool)
+    model_loaded = Signal(object)
+
+    def __init__(self, settings: QSettings | None = None, interactive: bool = True):
+        super().__init__()
+        self.setWindowTitle("Deep Explorer")
+        self.setObjectName("DeepExplorerMain")
+        self.setAcceptDrops(True)
+        self.resize(1400, 880)
+        self.settings = settings
+        self.interactive = interactive  # False: never block on a dialog (screenshot mode)
+        self.last_error: str | None = None
+
+        self.loaded: LoadedModel | None = None
+        self.image: np.ndarray | None = None  # the original picture, before fitting
+        self.input_name = ""
+        self.x = None  # (1, C, H, W) tensor the model reads
+        self.picture: np.ndarray | None = None  # (H, W, 3) uint8: the input as the model sees it
+        self.folder: list[Path] = []
+        self.folder_index = -1
+        self.layer: str | None = None
+        self.unit = 0
+        self.fit = "crop"
+        self.norm = "layer"
+        self.layer_view = None
+        self.pending_layer: str | None = None
+        self.pending_unit: int | None = None
+
+        self.runner = TaskRunner(self)
+        self.forward_runner = LatestRunner(self.runner, self)
+        self.forward_runner.result.connect(self._show_layer_view)
+        self.forward_runner.failed.connect(self.show_error)
+        self.filter_runner = LatestRunner(self.runner, self)
+        self.filter_runner.result.connect(lambda v: self.filters.set_filter_view(v))
+        self.filter_runner.failed.connect(self.show_error)
+        self.load_task: Task | None = None
+        self.last_model_request = ModelRequest()
+
+        self._build_views()
+        self._build_toolbar()
+        self._build_status_bar()
+        self._build_menus()
+        self._restore_settings()
+
+    # -- building ------------------------------------------------------------------------------------
+    def _build_views(self) -> None:
+        self.activations = ActivationView()
+        self.activations.unit_selected.connect(self.set_unit)
+        self.activations.norm_changed.connect(self._set_norm)
+        self.filters = FilterPanel()
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        self.views: dict[str, QWidget] = {}
+        self.add_view("activations", "Activations", self.activations)
+        self.add_view("filters", "Filters", self.filters)
+        self.setCentralWidget(self.tabs)
+
+        self.layers = LayerTable()
+        self.layers.layer_selected.connect(self.set_layer)
+        dock = QDockWidget("Layers", self)
+        dock.setObjectName("LayersDock")
+        dock.setWidget(self.layers)
+        self.addDockWidget(Qt.LeftDockWidgetArea, dock)
+        self.layers_dock = dock
+
+        self.input_panel = InputPanel()
+        dock = QDockWidget("Input and predictions", self)
+        dock.setObjectName("InputDock")
+        dock.setWidget(self.input_panel)
+        self.addDockWidget(Qt.RightDockWidgetArea, dock)
+        self.input_dock = dock
+        self.resizeDocks([self.layers_dock, self.input_dock], [500, 300], Qt.Horizontal)
+
+    def add_view(self, key: str, title: str, widget: QWidget) -> None:
+        """Add a panel as a tab; ``--view key`` and Ctrl+<n> show it."""
+        self.views[key] = widget
+        self.tabs.addTab(widget, title)
+
+    def show_view(self, key: str) -> bool:
+        if key not in self.views:
+            return False
+        self.tabs.setCurrentWidget(self.views[key])
+        return True
+
+    def _build_toolbar(self) -> None:
+        bar = QToolBar("Model")
+        bar.setObjectName("ModelToolbar")
+        self.addToolBar(bar)
+        bar.addWidget(QLabel(" model "))
+        self.model_combo = QComboBox()
+        self.model_combo.setEditable(True)
+        self.model_combo.setMinimumContentsLength(18)
+        self.model_combo.addItems(bundled_names() + zoo_names())
+        self.model_combo.setToolTip("Bundled model or torchvision model; Enter loads it. Ctrl+M opens a file.")
+        self.model_combo.activated.connect(lambda _i: self.load_model_by_name(self.model_combo.currentText()))
+        bar.addWidget(self.model_combo)
+        self.pretrained_box = QCheckBox("pretrained")
+        self.pretrained_box.setChecked(True)
+        self.pretrained_box.setToolTip("Download torchvision's pretrained weights once (cached); "
+                                       "unchecked: random weights, shown as untrained")
+        bar.addWidget(self.pretrained_box)
+        bar.addSeparator()
+        bar.addWidget(QLabel(" fit "))
+        self.fit_combo = QComboBox()
+        self.fit_combo.addItems(list(preprocess.FIT_MODES))
+        self.fit_combo.setToolTip("How an image is brought to the model's input size")
+        self.fit_combo.currentTextChanged.connect(self.set_fit)
+        bar.addWidget(self.fit_combo)
+        bar.addSeparator()
+        prev_btn = QPushButton("◀")
+        prev_btn.setToolTip("Previous image in the folder (PgUp)")
+        prev_btn.clicked.connect(lambda: self.step_image(-1))
+        next_btn = QPushButton("▶")
+        next_btn.setToolTip("Next image in the folder (PgDown)")
+        next_btn.clicked.connect(lambda: self.step_image(1))
+        bar.addWidget(prev_btn)
+        bar.addWidget(next_btn)
+
+    def _build_status_bar(self) -> None:
+        status = self.statusBar()
+        self.model_label = QLabel("no model")
+        self.model_label.setToolTip("The loaded model; 'untrained' means random weights")
+        self.progress = QProgressBar()
+        self.progress.setMaximumWidth(220)
+        self.progress.setVisible(False)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop the download or computation (Esc)")
+        self.cancel_button.setVisible(False)
+        self.cancel_button.clicked.connect(self.cancel_work)
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(available_devices())
+        self.device_combo.setToolTip("Compute device; switch at any time")
+        self.device_combo.activated.connect(lambda _i: self.set_device(self.device_combo.currentText()))
+        self.device_label = QLabel("")
+        status.addPermanentWidget(self.progress)
+        status.addPermanentWidget(self.cancel_button)
+        status.addPermanentWidget(self.model_label)
+        status.addPermanentWidget(self.device_label)
+        status.addPermanentWidget(self.device_combo)
+
+    def _action(self, menu, text: str, slot, shortcut=None, tip: str = "") -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+            action.setShortcutContext(Qt.WindowShortcut)
+        action.setStatusTip(tip or text)
+        action.triggered.connect(slot)
+        menu.addAction(action)
+        self.addAction(action)
+        return action
+
+    def _build_menus(self) -> None:
+        m = self.menuBar().addMenu("&File")
+        self._action(m, "Open image…", self.open_image_dialog, QKeySequence.Open)
+        self._action(m, "Open folder…", self.open_folder_dialog, "Ctrl+Shift+O")
+        self._action(m, "Paste image", self.paste_image, QKeySequence.Paste)
+        self._action(m, "Next image", lambda: self.step_image(1), "PgDown")
+        self._action(m, "Previous image", lambda: self.step_image(-1), "PgUp")
+        m.addSeparator()
+        self._action(m, "Export view as PNG…", self.export_view_dialog, "Ctrl+E")
+        self._action(m, "Export window as PNG…", lambda: self.export_view_dialog(window=True), "Ctrl+Shift+E")
+        m.addSeparator()
+        self._action(m, "Quit", self.close, QKeySequence.Quit)
+        m = self.menuBar().addMenu("&Model")
+        self._action(m, "Open model file…", self.open_model_dialog, "Ctrl+M",
+                     "TorchScript, .pt2, state dict (.pt/.pth/.safetensors) or a whole pickled module")
+        self._action(m, "Input settings…", self.edit_input_spec, "Ctrl+I",
+                     "Input size, mean/std and class labels")
+        self._action(m, "Next layer", lambda: self.layers.step(1), "Ctrl+Down")
+        self._action(m, "Previous layer", lambda: self.layers.step(-1), "Ctrl+Up")
+        self._action(m, "Cancel", self.cancel_work, "Esc")
+        m = self.menuBar().addMenu("&View")
+        for i, key in enumerate(self.views):
+            self._action(m, self.tabs.tabText(i), lambda _=False, k=key: self.show_view(k), f"Ctrl+{i + 1}")
+        m.addSeparator()
+        m.addAction(self.layers_dock.toggleViewAction())
+        m.addAction(self.input_dock.toggleViewAction())
+        m = self.menuBar().addMenu("&Help")
+        self._action(m, "Keyboard shortcuts", self.show_shortcuts, "F1")
+
+    def refresh_view_menu(self) -> None:
+        """Re-number Ctrl+<n> after panels were added with :meth:`add_view`."""
+        for action in self.actions():
+            if action.shortcut().toString().startswith("Ctrl+") and action.shortcut().toString()[5:].isdigit():
+                self.removeAction(action)
+        menu = [a.menu() for a in self.menuBar().actions() if a.text() == "&View"][0]
+        menu.clear()
+        for i, key in enumerate(self.views):
+            self._action(menu, self.tabs.tabText(i), lambda _=False, k=key: self.show_view(k), f"Ctrl+{i + 1}")
+        menu.addSeparator()
+        menu.addAction(self.layers_dock.toggleViewAction())
+        menu.addAction(self.input_dock.toggleViewAction())
+
+    # -- settings ------------------------------------------------------------------------------------
+    def _restore_settings(self) -> None:
+        if self.settings is None:
+            return
+        geometry = self.settings.value("geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        state = self.settings.value("window_state")
+        if state is not None:
+            self.restoreState(state)
+        fit = self.settings.value("fit")
+        if fit in preprocess.FIT_MODES:
+            self.fit_combo.setCurrentText(fit)
+
+    def save_settings(self) -> None:
+        if self.settings is None:
+            return
+        self.settings.setValue("geometry", self.saveGeometry())
+        self.settings.setValue("window_state", self.saveState())
+        self.settings.setValue("fit", self.fit)
+        if self.loaded is not None:
+            self.settings.setValue("last_model", self.last_model_request.checkpoint or self.last_model_request.name)
+        if self.folder:
+            self.settings.setValue("last_folder", str(self.folder[0].parent))
+        self.settings.sync()
+
+    # -- state ---------------------------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        return not self.runner.idle or not self.forward_runner.idle or not self.filter_runner.idle
+
+    def show_error(self, message: str) -> None:
+        self.last_error = message
+        self.statusBar().showMessage(message, 15000)
+        if self.interactive:
+            QMessageBox.warning(self, "Deep Explorer", message)
+
+    def cancel_work(self) -> None:
+        for task in list(self.runner.active):
+            task.cancel()
+
+    # -- model ---------------------------------------------------------------------------------------
+    def load_model_by_name(self, name: str) -> None:
+        name = name.strip()
+        if Path(name).suffix.lower() in MODEL_SUFFIXES and Path(name).exists():
+            self.load_model(ModelRequest(checkpoint=name))
+            return
+        weights = "pretrained" if self.pretrained_box.isChecked() else "none"
+        self.load_model(ModelRequest(name=name, weights=weights))
+
+    def load_model(self, request: ModelRequest) -> None:
+        """Load in a worker; progress (downloads) in the status bar, cancellable."""
+        if self.load_task is not None:
+            self.load_task.cancel()
+        self.last_model_request = request
+        device = self.device_combo.currentText() if self.loaded is not None else None
+        task = Task(load_model_with_table, request, device, None)
+        task.args = (request, device, lambda done, total, t=task: self._load_progress(t, done, total))
+        task.signals.finished.connect(self._model_ready)
+        task.signals.failed.connect(lambda msg, r=request: self._model_failed(r, msg))
+        task.signals.cancelled.connect(lambda: self.statusBar().showMessage("model loading cancelled", 5000))
+        task.signals.progress.connect(self._show_progress)
+        task.signals.done.connect(self._load_done)
+        self.load_task = task
+        label = request.checkpoint or request.name or "default model"
+        self.statusBar().showMessage(f"loading {label}…")
+        self.progress.setRange(0, 0)
+        self.progress.setVisible(True)
+        self.cancel_button.setVisible(True)
+        self.runner.start(task)
+
+    @staticmethod
+    def _load_progress(task: Task, done: int, total: int) -> None:
+        task.check_cancel()
+        task.signals.progress.emit((done, total))
+
+    def _show_progress(self, value) -> None:
+        done, total = value
+        if total:
+            self.progress.setRange(0, 1000)
+            self.progress.setValue(int(1000 * done / total))
+            self.progress.setFormat(f"weights %p% of {total / 1e6:.0f} MB")
+        else:
+            self.progress.setRange(0, 0)
+
+    def _load_done(self) -> None:
+        if self.load_task is not None and self.load_task.signals is self.sender():
+            self.load_task = None
+        if self.load_task is None:
+            self.progress.setVisible(False)
+            self.cancel_button.setVisible(False)
+
+    def _model_failed(self, request: ModelRequest, message: str) -> None:
+        from explorer.core.errors import UntrustedCheckpointError  # noqa: PLC0415
+
+        if request.weights == "pretrained" and request.checkpoint is None and "--weights none" in message:
+            question = f"{message}\n\nContinue with random weights (the model will be marked untrained)?"
+            if not self.interactive or QMessageBox.question(self, "Deep Explorer", question) == QMessageBox.Yes:
+                self.load_model(ModelRequest(name=request.name, weights="none"))
+                return
+        if request.checkpoint and not request.trust and UntrustedCheckpointError.marker in message:
+            question = (f"{message}\n\nLoad it anyway? Only do this for files you trust: unpickling can run "
+                        "any code on this computer.")
+            if self.interactive and QMessageBox.question(self, "Untrusted checkpoint", question,
+                                                         QMessageBox.Yes | QMessageBox.No,
+                                                         QMessageBox.No) == QMessageBox.Yes:
+                self.load_model(ModelRequest(name=request.name, checkpoint=request.checkpoint, trust=True))
+                return
+        self.show_error(message)
+
+    def _model_ready(self, result) -> None:
+        loaded, rows = result
+        self.loaded = loaded
+        self.model_label.setText(f"model: {loaded.display_name}")
+        self.model_label.setStyleSheet("" if loaded.trained else "color: #d08000")
+        self.device_label.setText(describe_device(loaded.device))
+        self.device_combo.setCurrentText(str(loaded.device))
+        self.setWindowTitle(f"Deep Explorer — {loaded.display_name}")
+        self.statusBar().showMessage(f"loaded {loaded.source}", 8000)
+        if self.model_combo.currentText() != loaded.name:
+            self.model_combo.setEditText(loaded.name)
+        self.layers.set_rows(rows)
+        self._prepare_input()
+        wanted = self.pending_layer if self.pending_layer in self.layers.names() else self.default_layer(rows)
+        self.pending_layer = None
+        if self.pending_unit is not None:
+            self.unit = self.pending_unit
+            self.pending_unit = None
+        else:
+            self.unit = 0
+        self.layer = None
+        if wanted:
+            self.layers.select_layer(wanted)
+        self.model_loaded.emit(loaded)
+
+    @staticmethod
+    def default_layer(rows) -> str | None:
+        """The first convolution's activation (the first ReLU after it), else the first leaf that ran."""
+        leaves = [r for r in rows if r.is_leaf and r.output_shape is not None]
+        for i, r in enumerate(leaves):
+            if r.type.startswith("Conv"):
+                for after in leaves[i + 1:i + 4]:
+                    if "ReLU" in after.type:
+                        return after.name
+                return r.name
+        return leaves[0].name if leaves else None
+
+    def set_device(self, device: str) -> None:
+        if self.loaded is None or str(self.loaded.device) == device:
+            return
+        task = Task(self.loaded.to, device)
+        task.signals.finished.connect(lambda loaded: (self.device_label.setText(describe_device(loaded.device)),
+                                                      self.recompute()))
+        task.signals.failed.connect(self.show_error)
+        self.runner.start(task)
+
+    def edit_input_spec(self) -> None:
+        if self.loaded is None:
+            return
+        dialog = InputSpecDialog(self.loaded.spec, self)
+        if dialog.exec():
+            try:
+                spec = dialog.result_spec()
+            except ExplorerError as exc:
+                self.show_error(str(exc))
+                return
+            self.apply_input_spec(spec)
+
+    def apply_input_spec(self, spec) -> None:
+        """Use a new input spec: the layer table and everything shown follow the new size."""
+        if self.loaded is None:
+            return
+        self.loaded.spec = spec
+        task = Task(layer_table, self.loaded.module, spec.shape, self.loaded.device)
+        task.signals.finished.connect(self._table_ready)
+        task.signals.failed.connect(self.show_error)
+        self.runner.start(task)
+
+    def _table_ready(self, rows) -> None:
+        layer = self.layer
+        self.layers.set_rows(rows)
+        self.layer = None
+        self._prepare_input()
+        if layer:
+            self.layers.select_layer(layer)
+
+    # -- input ---------------------------------------------------------------------------------------
+    def open_image(self, path: str | Path) -> bool:
+        path = Path(path)
+        if path.is_dir():
+            return self.open_folder(path)
+        try:
+            if path.suffix.lower() == ".npy":
+                if self.loaded is None:
+                    raise InputError("load a model before opening a .npy tensor")
+                x = preprocess.load_npy_input(path, self.loaded.spec)
+                image = preprocess.tensor_to_image(x, self.loaded.spec)
+            else:
+                image = preprocess.load_image(path)
+        except ExplorerError as exc:
+            self.show_error(str(exc))
+            return False
+        self.set_image(image, path.name)
+        return True
+
+    def open_folder(self, folder: str | Path) -> bool:
+        try:
+            files = preprocess.list_images(folder)
+        except ExplorerError as exc:
+            self.show_error(str(exc))
+            return False
+        if not files:
+            self.show_error(f"folder {folder} holds no images")
+            return False
+        self.folder = files
+        self.folder_index = 0
+        return self.open_image(files[0])
+
+    def step_image(self, delta: int) -> None:
+        if not self.folder:
+            return
+        self.folder_index = (self.folder_index + delta) % len(self.folder)
+        self.open_image(self.folder[self.folder_index])
+
+    def set_image(self, image: np.ndarray, name: str = "") -> None:
+        self.image = image
+        self.input_name = name
+        self._prepare_input()
+
+    def set_fit(self, fit: str) -> None:
+        self.fit = fit
+        self._prepare_input()
+
+    def _prepare_input(self) -> None:
+        """Fit the current image to the model's input (cheap, exact resizes) and recompute."""
+        if self.image is None or self.loaded is None:
+            return
+        self.x = preprocess.image_to_tensor(self.image, self.loaded.spec, self.fit)
+        self.picture = preprocess.tensor_to_image(self.x, self.loaded.spec)
+        where = f" ({self.folder_index + 1}/{len(self.folder)})" if self.folder else ""
+        h, w = self.image.shape[:2]
+        self.input_panel.set_picture(self.picture, f"{self.input_name}{where} · {w}x{h} → "
+                                     f"{self.loaded.spec.size[1]}x{self.loaded.spec.size[0]} ({self.fit})")
+        self.activations.set_picture(self.picture)
+        self.recompute()
+
+    def paste_image(self) -> None:
+        image = QApplication.clipboard().image()
+        if image.isNull():
+            self.show_error("the clipboard holds no image")
+            return
+        self.set_image(qimage_to_array(image), "pasted image")
+
+    # -- layer and unit ------------------------------------------------------------------------------
+    def set_layer(self, name: str) -> None:
+        if name == self.layer:
+            return
+        self.layer = name
+        self.recompute()
+
+    def set_unit(self, unit: int) -> None:
+        self.unit = unit
+        if self.activations.unit != unit:
+            self.activations.select_unit(unit)
+        if self.loaded is not None:
+            self.filter_runner.submit(compute_filter_view, self.loaded.module, self.layer, unit)
+
+    def _set_norm(self, norm: str) -> None:
+        self.norm = norm
+        self.recompute()
+
+    def recompute(self) -> None:
+        if self.loaded is None:
+            return
+        self.filter_runner.submit(compute_filter_view, self.loaded.module, self.layer, self.unit)
+        if self.x is None:
+            return
+        self.forward_runner.submit(compute_layer_view, self.loaded, self.x, self.layer, self.norm)
+
+    def _show_layer_view(self, view) -> None:
+        self.layer_view = view
+        if view is None:
+            return
+        if view.layer != (self.layer or ""):
+            return  # a newer request is on its way
+        if self.loaded is not None:
+            self.input_panel.set_predictions(view.top5, self.loaded.trained)
+        self.activations.set_layer_view(view, self.unit)
+        self.unit = self.activations.unit
+
+    # -- files ---------------------------------------------------------------------------------------
+    def open_image_dialog(self) -> None:
+        start = self.settings.value("last_folder", "") if self.settings else ""
+        path, _ = QFileDialog.getOpenFileName(self, "Open image", start,
+                                              "Images (*.png *.jpg *.jpeg *.bmp *.gif *.tif *.tiff *.webp *.npy);;"
+                                              "All files (*)")
+        if path:
+            self.open_image(path)
+
+    def open_folder_dialog(self) -> None:
+        start = self.settings.value("last_folder", "") if self.settings else ""
+        folder = QFileDialog.getExistingDirectory(self, "Open folder of images", start)
+        if folder:
+            self.open_folder(folder)
+
+    def open_model_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open model file", "",
+                                              "Models (*.pt *.pth *.pt2 *.safetensors *.ts *.ckpt);;All files (*)")
+        if path:
+            arch = self.model_combo.currentText() if self.model_combo.currentText() in zoo_names() else None
+            self.load_model(ModelRequest(name=arch, checkpoint=path))
+
+    def export_view(self, path: str | Path, window: bool = False) -> bool:
+        widget = self if window else self.tabs.currentWidget()
+        ok = widget.grab().save(str(path))
+        self.statusBar().showMessage(f"saved {path}" if ok else f"could not save {path}", 5000)
+        return ok
+
+    def export_view_dialog(self, window: bool = False) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export as PNG", "view.png", "PNG (*.png)")
+        if path:
+            self.export_view(path, window=window)
+
+    def show_shortcuts(self) -> None:
+        lines = [f"{a.shortcut().toString():<16} {a.text().replace('…', '')}" for a in self.actions()
+                 if not a.shortcut().isEmpty()]
+        lines += ["Arrows           select a unit in the grid", "O                overlay unit on input"]
+        QMessageBox.information(self, "Keyboard shortcuts", "\n".join(lines))
+
+    # -- drag and drop -------------------------------------------------------------------------------
+    def dragEnterEvent(self, event) -> None:  # noqa: N802
+        if event.mimeData().hasUrls() or event.mimeData().hasImage():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:  # noqa: N802
+        mime = event.mimeData()
+        if mime.hasUrls():
+            for url in mime.urls():
+                self.open_path(url.toLocalFile())
+                break
+        elif mime.hasImage():
+            self.set_image(qimage_to_array(QImage(mime.imageData())), "dropped image")
+        event.acceptProposedAction()
+
+    def open_path(self, path: str | Path) -> None:
+        """A dropped or named path: a model file loads the model; an image or a folder becomes the input."""
+        p = Path(path)
+        if p.suffix.lower() in MODEL_SUFFIXES and p.is_file():
+            self.load_model(ModelRequest(checkpoint=str(p)))
+        else:
+            self.open_image(p)
+
+    def closeEvent(self, event) -> None:  # noqa: N802
+        self.save_settings()
+        self.runner.shutdown()
+        for view in self.views.values():
+            if hasattr(view, "shutdown"):
+                view.shutdown()
+        super().closeEvent(event)
+
+
+def qimage_to_array(image: QImage) -> np.ndarray:
+    """A QImage as (H, W, 3) uint8 RGB (a copy)."""
+    image = image.convertToFormat(QImage.Format_RGB888)
+    w, h, stride = image.width(), image.height(), image.bytesPerLine()
+    buffer = np.frombuffer(image.constBits(), np.uint8, count=stride * h).reshape(h, stride)
+    return np.ascontiguousarray(buffer[:, : w * 3].reshape(h, w, 3))
+
+
+def wait_until_idle(window: MainWindow, callback, timeout_ms: int = 180_000) -> None:
+    """Call ``callback()`` once the window has no work left (polls, so it never blocks the GUI)."""
+    timer = QTimer(window)
+    elapsed = {"ms": 0, "quiet": 0}
+
+    def poll() -> None:
+        elapsed["ms"] += 100
+        elapsed["quiet"] = elapsed["quiet"] + 1 if not window.busy else 0
+        if elapsed["quiet"] >= 3 or elapsed["ms"] >= timeout_ms:
+            timer.stop()
+            callback()
+
+    timer.timeout.connect(poll)
+    timer.start(100)

@@ -1,0 +1,178 @@
+"""Running core work off the GUI thread and getting results back by signals.
+
+``Task`` runs one function (or drives one generator, whose yields are progress and where cancel is
+honoured) in Qt's thread pool. ``LatestRunner`` runs one task at a time and keeps only the newest
+waiting request: stepping quickly through images never queues up stale work.
+"""
+from __future__ import annotations
+
+import inspect
+import threading
+import traceback
+from typing import Any, Callable
+
+from PySide6.QtCore import QCoreApplication, QObject, QRunnable, QThreadPool, QTimer, Signal
+
+from explorer.core.errors import Cancelled, ExplorerError
+
+
+def describe_error(exc: BaseException) -> str:
+    """One sentence for a dialog: our own errors as they are, others by type with the first line."""
+    if isinstance(exc, ExplorerError):
+        return str(exc)
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if "out of memory" in text.lower():
+        return "the device ran out of memory; try a smaller input, the CPU, or another model"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class TaskSignals(QObject):
+    progress = Signal(object)  # whatever the generator yielded
+    finished = Signal(object)  # the return value
+    failed = Signal(str)  # one-line message
+    cancelled = Signal()
+    done = Signal()  # always last, after finished / failed / cancelled
+
+
+class Task(QRunnable):
+    """Run ``fn(*args, **kwargs)`` in the pool.
+
+    If ``fn`` is a generator function, each yielded value is emitted as ``progress`` and cancellation is
+    checked between yields; its return value is emitted as ``finished``. A plain function can check
+    ``task.cancel_requested`` through a callback it is given.
+    """
+
+    def __init__(self, fn: Callable, *args: Any, **kwargs: Any):
+        super().__init__()
+        self.setAutoDelete(False)
+        self.fn, self.args, self.kwargs = fn, args, kwargs
+        self.signals = TaskSignals()
+        self._cancel = threading.Event()
+        self._finished = threading.Event()
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel.is_set()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def check_cancel(self, *_: Any) -> None:
+        """Raise :class:`Cancelled` if the user asked to stop (usable as a progress callback)."""
+        if self._cancel.is_set():
+            raise Cancelled("cancelled")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._finished.wait(timeout)
+
+    def run(self) -> None:  # runs in a pool thread
+        try:
+            if inspect.isgeneratorfunction(self.fn):
+                gen = self.fn(*self.args, **self.kwargs)
+                try:
+                    while True:
+                        if self._cancel.is_set():
+                            gen.close()
+                            raise Cancelled("cancelled")
+                        self.signals.progress.emit(next(gen))
+                except StopIteration as stop:
+                    result = stop.value
+            else:
+                result = self.fn(*self.args, **self.kwargs)
+            if self._cancel.is_set():
+                raise Cancelled("cancelled")
+            self.signals.finished.emit(result)
+        except Cancelled:
+            self.signals.cancelled.emit()
+        except Exception as exc:  # noqa: BLE001 - every failure becomes one message, the app keeps running
+            traceback.print_exc()
+            self.signals.failed.emit(describe_error(exc))
+        finally:
+            self._finished.set()
+            self.signals.done.emit()
+
+
+class TaskRunner(QObject):
+    """Starts tasks and remembers them until they end, so the window can wait for all on close."""
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self.pool = QThreadPool.globalInstance()
+        self.active: set[Task] = set()
+        self._retired: list[Task] = []
+        self.closed = False
+
+    def start(self, task: Task) -> Task:
+        if self.closed:
+            return task  # the window is closing: start nothing new
+        self.active.add(task)
+        task.signals.done.connect(self._task_done)  # a bound slot: delivered on the GUI thread
+        self.pool.start(task)
+        return task
+
+    def _task_done(self) -> None:
+        signals = self.sender()
+        ended = {t for t in self.active if t.signals is signals}
+        self.active -= ended
+        # keep the ended task alive until the other queued deliveries of its signals have run
+        self._retired.extend(ended)
+        QTimer.singleShot(0, self._release)
+
+    def _release(self) -> None:
+        self._retired = [t for t in self._retired if t in self.active]
+
+    @property
+    def idle(self) -> bool:
+        return not self.active
+
+    def shutdown(self, timeout_s: float = 30.0) -> None:
+        self.closed = True
+        for task in list(self.active):
+            task.cancel()
+        for task in list(self.active):
+            task.wait(timeout_s)
+        self.pool.waitForDone(int(timeout_s * 1000))
+        # deliver what the ended tasks already sent, while their signal objects are still alive
+        QCoreApplication.sendPostedEvents()
+        QCoreApplication.processEvents()
+
+
+class LatestRunner(QObject):
+    """One task at a time; a request made while busy replaces the one waiting (latest wins)."""
+
+    result = Signal(object)
+    failed = Signal(str)
+
+    def __init__(self, runner: TaskRunner, parent: QObject | None = None):
+        super().__init__(parent)
+        self.runner = runner
+        self.current: Task | None = None
+        self.pending: tuple | None = None
+        self.dropped = 0
+
+    @property
+    def idle(self) -> bool:
+        return self.current is None and self.pending is None
+
+    def submit(self, fn: Callable, *args: Any) -> None:
+        if self.current is not None:
+            if self.pending is not None:
+                self.dropped += 1
+            self.pending = (fn, args)
+            return
+        self._start(fn, args)
+
+    def _start(self, fn: Callable, args: tuple) -> None:
+        task = Task(fn, *args)
+        task.signals.finished.connect(self.result.emit)
+        task.signals.failed.connect(self.failed.emit)
+        task.signals.done.connect(self._next)
+        self.current = task
+        self.runner.start(task)
+
+    def _next(self) -> None:
+        self.current = None
+        if self.pending is not None:
+            fn, args = self.pending
+            self.pending = None
+            self._start(fn, args)
