@@ -123,3 +123,51 @@ def overlay_image(picture: np.ndarray, display: np.ndarray, opacity: float = 0.5
     colour = _lut(cmap)[idx].astype(np.float32)
     out = (1 - opacity) * picture.astype(np.float32) + opacity * colour
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+@dataclass
+class AttributionStep:
+    """A partial result while occlusion runs: the (H, W) map to show so far, ready for display."""
+
+    done: int
+    total: int
+    display: np.ndarray  # (H, W) float32, C-contiguous, never mutated after it is yielded
+    levels: tuple[float, float]
+    signed: bool
+    stage: str
+
+
+def attribution_steps(model: nn.Module, x: torch.Tensor, method: str, target: Target | None,
+                      occlusion_settings: OcclusionSettings | None = None, cam_layer: str | None = None,
+                      score: str = "logit"):
+    """Generator form of :func:`compute_attribution` for a worker thread.
+
+    ``target`` None means the top class (with ``score``). Occlusion yields an :class:`AttributionStep`
+    after every batch (stop iterating to cancel); every method returns its :class:`AttributionResult` as
+    the generator's return value.
+    """
+    if target is None:
+        target = Target.for_class(top_class(model, x), score)
+    if method != "occlusion":
+        return compute_attribution(model, x, method, target, occlusion_settings, cam_layer)
+    from .occlusion import occlusion_sweep  # noqa: PLC0415
+
+    start = time.perf_counter()
+    last = None
+    for last in occlusion_sweep(model, x, target, occlusion_settings):
+        display = np.ascontiguousarray(last.partial_map[0].numpy(), dtype=np.float32)
+        lo, hi, cmap = map_levels(display)
+        yield AttributionStep(last.done, last.total, display, (lo, hi), cmap == "bwr", last.stage)
+    raw = last.partial_map.numpy().astype(np.float32)
+    return AttributionResult(method, target, raw, np.ascontiguousarray(raw[0]), time.perf_counter() - start,
+                             last.note, last.mode, None, last.clean_score)
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """Names of every submodule (the layers a unit target can name)."""
+    return [n for n, _ in model.named_modules() if n]
+
+
+def conv_layer_names(model: nn.Module) -> list[str]:
+    """Names of the ``nn.Conv2d`` layers (the layers Grad-CAM can use), in order."""
+    return [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
