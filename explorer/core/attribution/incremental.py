@@ -121,7 +121,8 @@ def _windowed(patch: Patch, clean_out: torch.Tensor, kernel: tuple[int, int], st
     origins, sizes = [], []
     for axis, (org, n, size_out) in enumerate(((patch.oy, hin, hout), (patch.ox, win, wout))):
         ranges = [_out_range(a, n, kernel[axis], stride[axis], padding[axis], dilation[axis], size_out) for a in org]
-        m = max(hi - lo + 1 for lo, hi in ranges)
+        # (a strided 1x1 layer can skip a thin patch entirely: keep at least one row)
+        m = max(1, max(hi - lo + 1 for lo, hi in ranges))
         origins.append([min(lo, size_out - m) for lo, _ in ranges])
         sizes.append(m)
     if sizes[0] * sizes[1] >= FULL_MAP_SHARE * hout * wout:
@@ -170,6 +171,8 @@ class IncrementalModel:
     """
 
     def __init__(self, model: nn.Module, x: torch.Tensor, target: Target):
+        if any(m.training for m in model.modules()):
+            raise IncrementalUnsupported("the model is in training mode")
         try:
             self.gm = fx.symbolic_trace(model)
         except Exception as exc:  # noqa: BLE001 - any tracing failure means: use the plain path
