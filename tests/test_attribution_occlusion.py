@@ -72,7 +72,7 @@ def test_occlusion_equals_naive_loop_on_vgg_like(baseline):
     target = Target.for_class(1)
     ref = naive_occlusion(model, x, target, 8, 4, make_baseline(x, baseline, (8, 8)))
     for fast in (False, True):
-        s = OcclusionSettings(window=8, stride=4, baseline=baseline, batch_size=7, fast=fast)
+        s = OcclusionSettings(min_saving=0, window=8, stride=4, baseline=baseline, batch_size=7, fast=fast)
         res = occlusion(model, x, target, s)
         assert res.mode == ("incremental" if fast else "full")
         _close(res.map, ref)
@@ -83,8 +83,8 @@ def test_fast_occlusion_equals_full_evaluation_on_resnet18():
     model = _frozen(build_zoo_model("resnet18"))
     x = torch.randn(1, 3, 48, 48)
     target = Target.for_class(3)
-    fast = occlusion(model, x, target, OcclusionSettings(window=12, stride=6, batch_size=25))
-    full = occlusion(model, x, target, OcclusionSettings(window=12, stride=6, batch_size=25, fast=False))
+    fast = occlusion(model, x, target, OcclusionSettings(min_saving=0, window=12, stride=6, batch_size=25))
+    full = occlusion(model, x, target, OcclusionSettings(min_saving=0, window=12, stride=6, batch_size=25, fast=False))
     assert fast.mode == "incremental" and full.mode == "full"
     _close(fast.map, full.map)
 
@@ -93,7 +93,7 @@ def test_fast_occlusion_handles_borders_probabilities_and_units():
     model = _vgg_like()
     x = torch.randn(1, 3, 30, 30)  # window 8, stride 5: the last window is clipped at the border
     for target in (Target.for_class(2, "prob"), Target.for_unit("6", 3), Target.for_unit("6", 3, (4, 5))):
-        s = OcclusionSettings(window=8, stride=5, baseline="blur", batch_size=5)
+        s = OcclusionSettings(min_saving=0, window=8, stride=5, baseline="blur", batch_size=5)
         res = occlusion(model, x, target, s)
         assert res.mode == "incremental"
         _close(res.map, naive_occlusion(model, x, target, 8, 5, make_baseline(x, "blur", (8, 8))))
@@ -108,7 +108,7 @@ def test_occlusion_equals_captum():
                                                   baselines=base, target=0, perturbations_per_eval=4)[0]
     for fast in (True, False):
         res = occlusion(model, x, Target.for_class(0),
-                        OcclusionSettings(window=8, stride=5, baseline="mean", batch_size=4, fast=fast))
+                        OcclusionSettings(min_saving=0, window=8, stride=5, baseline="mean", batch_size=4, fast=fast))
         _close(res.map, ref)
 
 
@@ -130,7 +130,7 @@ def test_out_of_memory_halves_the_batch_and_gives_the_same_map():
     inner = _vgg_like()
     model = OutOfMemoryAbove(inner, limit=3)
     x = torch.randn(1, 3, 24, 24)
-    res = occlusion(model, x, Target.for_class(0), OcclusionSettings(window=8, stride=4, batch_size=16))
+    res = occlusion(model, x, Target.for_class(0), OcclusionSettings(min_saving=0, window=8, stride=4, batch_size=16))
     assert res.mode == "full"  # the shape test cannot be traced, so every occluded image runs in full
     assert res.batch_size == 2 and [b for b in model.batches if isinstance(b, int)][1:3] == [16, 8]
     _close(res.map, naive_occlusion(inner, x, Target.for_class(0), 8, 4, torch.zeros_like(x)))
@@ -147,7 +147,7 @@ def test_out_of_memory_in_incremental_mode_halves_the_batch(monkeypatch):
         return original(self, values, oy, ox)
 
     monkeypatch.setattr(incremental.IncrementalModel, "scores", scores)
-    res = occlusion(model, x, Target.for_class(0), OcclusionSettings(window=8, stride=4, batch_size=8))
+    res = occlusion(model, x, Target.for_class(0), OcclusionSettings(min_saving=0, window=8, stride=4, batch_size=8))
     assert res.mode == "incremental" and res.batch_size == 2
     _close(res.map, naive_occlusion(model, x, Target.for_class(0), 8, 4, torch.zeros_like(x)))
 
@@ -156,14 +156,14 @@ def test_out_of_memory_with_batch_one_is_an_error_not_a_crash():
     model = OutOfMemoryAbove(_vgg_like(), limit=0)
     with pytest.raises(occ.OcclusionOutOfMemory):
         occlusion(model, torch.randn(1, 3, 16, 16), Target.for_class(0),
-                  OcclusionSettings(window=8, stride=8, batch_size=4))
+                  OcclusionSettings(min_saving=0, window=8, stride=8, batch_size=4))
 
 
 def test_sweep_streams_partial_maps_and_stops_when_cancelled():
     inner = _vgg_like()
     model = OutOfMemoryAbove(inner, limit=1000)  # counts the forward passes
     x = torch.randn(1, 3, 32, 32)
-    sweep = occlusion_sweep(model, x, Target.for_class(0), OcclusionSettings(window=8, stride=4, batch_size=8))
+    sweep = occlusion_sweep(model, x, Target.for_class(0), OcclusionSettings(min_saving=0, window=8, stride=4, batch_size=8))
     first = next(sweep)
     second = next(sweep)
     assert (first.done, second.done, first.total) == (8, 16, 49)
@@ -174,7 +174,7 @@ def test_sweep_streams_partial_maps_and_stops_when_cancelled():
     assert calls == [1, 8, 8]  # the clean pass and two batches: nothing ran after the cancel
     asked = []
     with pytest.raises(Cancelled):
-        occlusion(inner, x, Target.for_class(0), OcclusionSettings(window=8, stride=4, batch_size=8),
+        occlusion(inner, x, Target.for_class(0), OcclusionSettings(min_saving=0, window=8, stride=4, batch_size=8),
                   progress=lambda d, t: asked.append(d), cancelled=lambda: len(asked) >= 2)
     assert asked == [8, 16]
 
@@ -184,11 +184,21 @@ def test_progressive_mode_starts_coarse_and_ends_with_the_exact_map():
     x = torch.randn(1, 3, 32, 32)
     target = Target.for_class(0)
     steps = list(occlusion_sweep(model, x, target,
-                                 OcclusionSettings(window=8, stride=4, batch_size=8, progressive=True)))
+                                 OcclusionSettings(min_saving=0, window=8, stride=4, batch_size=8, progressive=True)))
     assert steps[0].stage == "coarse" and steps[-1].stage == "refine" and steps[-1].finished
     coarse_total = steps[0].total
     assert coarse_total == math.ceil((32 - 8) / 8 + 1) ** 2
     _close(steps[-1].partial_map, naive_occlusion(model, x, target, 8, 4, torch.zeros_like(x)))
+
+
+def test_incremental_mode_steps_aside_when_it_would_save_little():
+    model = _frozen(build_zoo_model("resnet18"))
+    x = torch.randn(1, 3, 32, 32)  # layer2 onwards is covered by the first window's projection
+    res = occlusion(model, x, Target.for_class(0), OcclusionSettings(window=16, stride=16))
+    assert res.mode == "full" and "saves little" in res.note
+    forced = occlusion(model, x, Target.for_class(0), OcclusionSettings(window=16, stride=16, min_saving=0))
+    assert forced.mode == "incremental"
+    _close(res.map, forced.map)
 
 
 def test_untraceable_model_falls_back_to_full_with_a_note():
@@ -201,5 +211,5 @@ def test_untraceable_model_falls_back_to_full_with_a_note():
             return self.net(x) if x.sum() > -1e9 else -self.net(x)
 
     res = occlusion(_frozen(Branchy()), torch.randn(1, 3, 16, 16), Target.for_class(0),
-                    OcclusionSettings(window=8, stride=8))
+                    OcclusionSettings(min_saving=0, window=8, stride=8))
     assert res.mode == "full" and "incremental occlusion unavailable" in res.note

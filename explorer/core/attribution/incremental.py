@@ -190,6 +190,9 @@ class IncrementalModel:
         self.nodes = nodes[:nodes.index(self.stop) + 1]
         self.clean: dict[fx.Node, object] = {}
         self._padded: dict[tuple, torch.Tensor] = {}
+        # multiply-accumulates of conv and linear layers: what we computed, and what full passes would
+        self.macs_done = 0
+        self.macs_full = 0
         with torch.no_grad():
             self._run_clean(x)
 
@@ -236,9 +239,29 @@ class IncrementalModel:
                 env[node] = node.args[0] if not isinstance(node.args[0], fx.Node) else env[node.args[0]]
                 continue
             env[node] = self._step(node, env)
+            self._count_macs(node, env[node], values.shape[0])
         out = materialize(env[self.stop])
         out = out[0] if isinstance(out, (tuple, list)) else out
         return self._score(out)
+
+    def _count_macs(self, node: fx.Node, value, batch: int) -> None:
+        if node.op != "call_module":
+            return
+        mod = self.modules[node.target]
+        if isinstance(mod, nn.Conv2d):
+            per_output = mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
+        elif isinstance(mod, nn.Linear):
+            per_output = mod.in_features
+        else:
+            return
+        self.macs_full += batch * self.clean[node].numel() * per_output
+        done = value.values.numel() if isinstance(value, Patch) else batch * self.clean[node].numel()
+        self.macs_done += done * per_output
+
+    @property
+    def saving(self) -> float:
+        """Full passes' conv and linear work over the work done incrementally so far (1 = no saving)."""
+        return self.macs_full / self.macs_done if self.macs_done else 1.0
 
     def _step(self, node: fx.Node, env: dict) -> object:
         args = fx.node.map_arg(node.args, lambda n: env[n])

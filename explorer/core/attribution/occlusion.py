@@ -29,6 +29,7 @@ from .incremental import IncrementalModel, IncrementalUnsupported
 from .target import Target, target_fn
 
 BASELINES = ("zero", "mean", "blur")
+MIN_SAVING = 1.5  # incremental evaluation is kept when it skips at least this share of the work
 
 
 class OcclusionOutOfMemory(ExplorerError):
@@ -77,6 +78,9 @@ class OcclusionSettings:
     fast: bool = True
     progressive: bool = False
     blur_sigma: float | None = None  # default: half the window
+    # incremental evaluation falls back to full passes when it would skip less than this share of the
+    # conv/linear work (0: always incremental where the model allows it)
+    min_saving: float = MIN_SAVING
 
     def __post_init__(self):
         self.window = _pair(self.window)
@@ -133,8 +137,10 @@ def is_out_of_memory(exc: BaseException) -> bool:
 class _Evaluator:
     """Scores a list of windows, incrementally when the model allows it, else by full forward passes."""
 
-    def __init__(self, model: nn.Module, x: torch.Tensor, target: Target, baseline: torch.Tensor, fast: bool):
-        self.x, self.baseline = x, baseline
+    def __init__(self, model: nn.Module, x: torch.Tensor, target: Target, baseline: torch.Tensor, fast: bool,
+                 min_saving: float = 0.0):
+        self.x, self.baseline, self.model, self.target = x, baseline, model, target
+        self.min_saving = min_saving
         self.note = ""
         self.incremental: IncrementalModel | None = None
         if fast:
@@ -171,7 +177,15 @@ class _Evaluator:
         for i, w in enumerate(windows):
             values[i, :, w.y0 - oy[i]:w.y1 - oy[i], w.x0 - ox[i]:w.x1 - ox[i]] = \
                 self.baseline[0, :, w.y0:w.y1, w.x0:w.x1]
-        return self.incremental.scores(values, oy, ox)
+        scores = self.incremental.scores(values, oy, ox)
+        if self.incremental.saving < self.min_saving:
+            # small inputs: the changed region covers the maps within a few layers, and the bookkeeping
+            # would cost more than it saves
+            self.note = (f"incremental inference saves little here ({self.incremental.saving:.1f}x less "
+                         f"work); every occluded image runs in full")
+            self.fn = target_fn(self.model, self.target)
+            self.incremental = None
+        return scores
 
 
 def _scores_fitting_memory(evaluator: _Evaluator, windows: list[Window], state: dict) -> torch.Tensor:
@@ -230,7 +244,7 @@ def occlusion_sweep(model: nn.Module, x: torch.Tensor, target: Target,
     c, h, w = x.shape[1:]
     baseline = make_baseline(x, settings.baseline, settings.window, settings.blur_sigma)
     try:
-        evaluator = _Evaluator(model, x, target, baseline, settings.fast)
+        evaluator = _Evaluator(model, x, target, baseline, settings.fast, settings.min_saving)
     except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
         if not is_out_of_memory(exc):
             raise
