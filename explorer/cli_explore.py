@@ -113,5 +113,5 @@ def save_grid_png(act, path: str, norm: str = "layer", min_side: int = 512) -> N
 
     grid, _ = activation_grid(act, norm)
     img = (grid.clamp(0, 1) * 255).round().byte().cpu().numpy()
-    scale = max(1, min_side // max(img.shape[:2]))
+    scale = max(1, -(-min_side // max(img.shape[:2])))  # ceil: at least min_side pixels
     Image.fromarray(img).resize((img.shape[1] * scale, img.shape[0] * scale), Image.NEAREST).save(path)

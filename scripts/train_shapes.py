@@ -48,9 +48,15 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--finetune", type=int, default=0, metavar="STEPS",
+                    help="instead of the full schedule: load the .partial weights and anneal the learning rate "
+                         "from 1e-3 to 0 over STEPS steps, then write the model")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "resources/models/shapes.pt"))
     args = ap.parse_args()
     torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     out = Path(args.out)
     partial = out.with_suffix(".partial")
 
@@ -73,6 +79,24 @@ def main() -> int:
         print(f"resuming after epoch {start_epoch}", flush=True)
 
     rng = np.random.default_rng(args.seed + 1 + start_epoch)
+    if args.finetune:
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.finetune)
+        model.train()
+        for step in range(args.finetune):
+            idx = rng.choice(len(train_x), args.batch, replace=False)
+            x = to_tensor(train_x[idx])
+            if rng.random() < 0.5:
+                x = x.flip(3)
+            loss = nn.functional.cross_entropy(model(x), torch.from_numpy(train_y[idx]))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            if (step + 1) % 50 == 0:
+                print(f"finetune step {step + 1}/{args.finetune} loss {loss.item():.4f} ({time.time() - t0:.0f}s)",
+                      flush=True)
+        start_epoch = args.epochs  # skip the schedule below
     for epoch in range(start_epoch, args.epochs):
         model.train()
         order = rng.permutation(len(train_x))

@@ -53,6 +53,11 @@ def create_window(args: argparse.Namespace, interactive: bool = True):
         image = last if last and Path(last).is_dir() else None
     window.open_path(image or SAMPLE_IMAGES) if image else window.open_folder(SAMPLE_IMAGES)
     view = getattr(args, "view", None)
+    if getattr(args, "video", None) or getattr(args, "camera", None) is not None:
+        from explorer.cli_live import open_live_source  # noqa: PLC0415
+
+        view = view or "live"
+        open_live_source(window.live_panel, args)
     if view and not window.show_view(view):
         window.show_error(f"no view named {view!r}; views: {', '.join(window.views)}")
     return window

@@ -1,0 +1,469 @@
+"""The live panel: a camera, video or image folder feeding the model while every channel of a layer reacts.
+
+Inference runs on :class:`~explorer.core.live.LiveRunner`'s worker thread; this widget only moves
+frames in and finished arrays out. Latest frame wins at both ends: the worker keeps one waiting frame,
+and the panel keeps one waiting result, so neither the model nor the screen ever works through a backlog.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QObject, QRectF, Qt, Signal
+from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QFileDialog, QGraphicsRectItem, QHBoxLayout, QLabel,
+                               QPushButton, QToolButton, QVBoxLayout, QWidget)
+
+from explorer.core.errors import ExplorerError
+from explorer.core.live import FrameSlot, LiveFrame, LivePipeline, LiveResult, LiveRunner, LiveStats, format_stats
+from explorer.core.models import LoadedModel
+from explorer.sources import (CameraSource, FolderSource, FrameSource, SourceError, VideoFileSource,
+                              camera_resolutions, list_cameras)
+from explorer.sources.video import VIDEO_SUFFIXES
+
+GRID_LUT = pg.colormap.get("inferno").getLookupTable(0.0, 1.0, 256)
+STATS_INTERVAL = 0.25  # seconds between two `stats` signals
+
+
+class _PaintTimedImageItem(pg.ImageItem):
+    """An ImageItem that reports when it has actually been painted (the "pixels shown" moment)."""
+
+    def __init__(self, on_painted, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._on_painted = on_painted
+
+    def paint(self, painter, *args) -> None:
+        super().paint(painter, *args)
+        self._on_painted()
+
+
+class _WorkerRelay(QObject):
+    """Carries the worker thread's news to the GUI thread (queued signals)."""
+
+    result_ready = Signal()
+    failed = Signal(str)
+
+
+class LivePanel(QWidget):
+    """Live source → activation grid of one layer.
+
+    Signals
+    -------
+    stats(dict) : a few times a second: ``fps``, ``preprocess_ms``, ``forward_ms``, ``tile_ms``,
+        ``display_ms``, ``latency_ms`` (frame arrival → pixels shown), ``dropped``, ``shown`` and ``text``
+        (one status-bar line).
+    frame_shown(LiveResult) : a frame and its grid were painted.
+    source_error(str) : the source stopped with this message; the panel stays usable.
+    """
+
+    stats = Signal(dict)
+    frame_shown = Signal(object)
+    source_error = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setAcceptDrops(True)
+        self.loaded: LoadedModel | None = None
+        self.pipeline: LivePipeline | None = None
+        self.runner: LiveRunner | None = None
+        self.source: FrameSource | None = None
+        self.layer: str | None = None
+        self.unit: int | None = None
+        self.frozen = False
+        self.live_stats = LiveStats()
+        self.shown_result: LiveResult | None = None  # the frame and grid on screen now
+        self._step_pending = False
+        self._hidden = False  # in a tab that is not shown: the source runs, the model rests
+        self._results = FrameSlot()
+        self._results_dropped = 0
+        self._dropped_base = 0
+        self._awaiting_paint: LiveResult | None = None
+        self._result_received_at = 0.0
+        self._last_stats_emit = 0.0
+        self._grid_shape: tuple[int, ...] = ()
+        self._frame_shape: tuple[int, ...] = ()
+        self._unit_shape: tuple[int, ...] = ()
+        self._relay = _WorkerRelay(self)
+        self._relay.result_ready.connect(self._on_result_ready, Qt.ConnectionType.QueuedConnection)
+        self._relay.failed.connect(self._show_message, Qt.ConnectionType.QueuedConnection)
+        self._build()
+        app = QApplication.instance()
+        if app is not None:  # a window closed without closing this panel still stops its thread
+            app.aboutToQuit.connect(self.shutdown)
+
+    # ---- layout -------------------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.camera_box = QComboBox()
+        self.camera_box.setToolTip("Cameras found on this computer")
+        self.resolution_box = QComboBox()
+        self.resolution_box.setToolTip("Camera resolution")
+        self.camera_button = QPushButton("Start camera")
+        self.video_button = QPushButton("Open video…")
+        self.folder_button = QPushButton("Open folder…")
+        self.freeze_button = QToolButton(text="Freeze", checkable=True)
+        self.freeze_button.setToolTip("Freeze / unfreeze the current frame (Space)")
+        self.step_button = QToolButton(text="Step")
+        self.step_button.setToolTip("Show the next frame and stay frozen (.)")
+        self.mirror_box = QCheckBox("Mirror")
+        self.mirror_box.setToolTip("Flip the picture left to right (M)")
+        bar = QHBoxLayout()
+        for w in (self.camera_box, self.resolution_box, self.camera_button, self.video_button, self.folder_button,
+                  self.freeze_button, self.step_button, self.mirror_box):
+            bar.addWidget(w)
+        bar.addStretch(1)
+
+        self.view = pg.GraphicsLayoutWidget()
+        # The input above the selected unit on the left, the layer's grid large on the right.
+        self.frame_title = self.view.addLabel("input", row=0, col=0)
+        self.frame_box = self.view.addViewBox(row=1, col=0, lockAspect=True, invertY=True, enableMenu=False)
+        self.unit_title = self.view.addLabel("unit", row=2, col=0)
+        self.unit_box = self.view.addViewBox(row=3, col=0, lockAspect=True, invertY=True, enableMenu=False)
+        self.grid_title = self.view.addLabel("layer", row=0, col=1)
+        self.grid_box = self.view.addViewBox(row=1, col=1, rowspan=3, lockAspect=True, invertY=True,
+                                             enableMenu=False)
+        grid_layout = self.view.ci.layout
+        grid_layout.setColumnStretchFactor(0, 2)
+        grid_layout.setColumnStretchFactor(1, 3)
+        for row, stretch in ((0, 0), (1, 3), (2, 0), (3, 2)):
+            grid_layout.setRowStretchFactor(row, stretch)
+        for title in (self.frame_title, self.unit_title, self.grid_title):
+            title.setMaximumHeight(24)
+        for box in (self.frame_box, self.grid_box, self.unit_box):
+            box.disableAutoRange()
+            box.setMouseEnabled(False, False)
+        self.frame_item = pg.ImageItem(axisOrder="row-major")
+        self.grid_item = _PaintTimedImageItem(self._on_grid_painted, axisOrder="row-major")
+        self.grid_item.setLookupTable(GRID_LUT)
+        self.unit_item = pg.ImageItem(axisOrder="row-major")
+        self.unit_item.setLookupTable(GRID_LUT)
+        self.frame_box.addItem(self.frame_item)
+        self.grid_box.addItem(self.grid_item)
+        self.unit_box.addItem(self.unit_item)
+        self.unit_outline = QGraphicsRectItem()
+        self.unit_outline.setPen(pg.mkPen("c", width=0))
+        self.unit_outline.setVisible(False)
+        self.grid_box.addItem(self.unit_outline)
+
+        self.caption = QLabel("Choose a camera, open a video or an image folder.")
+        self.message = QLabel()
+        self.message.setStyleSheet("color: #c0392b")
+        self.message.setWordWrap(True)
+        self.stats_label = QLabel()
+        layout = QVBoxLayout(self)
+        layout.addLayout(bar)
+        layout.addWidget(self.view, 1)
+        layout.addWidget(self.caption)
+        layout.addWidget(self.message)
+        layout.addWidget(self.stats_label)
+
+        self.camera_button.clicked.connect(lambda: self.open_camera(self._chosen_camera(), self._chosen_resolution()))
+        self.camera_box.currentIndexChanged.connect(self._fill_resolutions)
+        self.video_button.clicked.connect(self._ask_video)
+        self.folder_button.clicked.connect(self._ask_folder)
+        self.freeze_button.toggled.connect(self.freeze)
+        self.step_button.clicked.connect(self.step)
+        self.mirror_box.toggled.connect(self.set_mirror)
+        for key, slot in ((Qt.Key.Key_Space, self.toggle_freeze), (Qt.Key.Key_Period, self.step),
+                          (Qt.Key.Key_M, self.mirror_box.toggle)):
+            shortcut = QShortcut(QKeySequence(key), self)
+            shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            shortcut.activated.connect(slot)
+        self.refresh_cameras()
+
+    def refresh_cameras(self) -> None:
+        """List the cameras present now in the chooser."""
+        self.camera_box.blockSignals(True)
+        self.camera_box.clear()
+        names = list_cameras()
+        self.camera_box.addItems(names or ["(no camera)"])
+        self.camera_box.setEnabled(bool(names))
+        self.camera_button.setEnabled(bool(names))
+        self.camera_box.blockSignals(False)
+        self._fill_resolutions()
+
+    def _fill_resolutions(self) -> None:
+        self.resolution_box.clear()
+        if not self.camera_box.isEnabled():
+            self.resolution_box.setEnabled(False)
+            return
+        try:
+            sizes = camera_resolutions(self.camera_box.currentIndex())
+        except SourceError:
+            sizes = []
+        self.resolution_box.addItems([f"{w}x{h}" for w, h in sizes] or ["default"])
+        self.resolution_box.setEnabled(bool(sizes))
+
+    def _chosen_camera(self) -> int | None:
+        return self.camera_box.currentIndex() if self.camera_box.isEnabled() else None
+
+    def _chosen_resolution(self) -> tuple[int, int] | None:
+        text = self.resolution_box.currentText()
+        if "x" not in text:
+            return None
+        w, h = text.split("x")
+        return int(w), int(h)
+
+    def _ask_video(self) -> None:
+        patterns = " ".join(f"*{s}" for s in sorted(VIDEO_SUFFIXES))
+        path, _ = QFileDialog.getOpenFileName(self, "Open video", "", f"Videos ({patterns});;All files (*)")
+        if path:
+            self.open_video(path)
+
+    def _ask_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open image folder")
+        if path:
+            self.open_folder(path)
+
+    # ---- model, layer, unit -------------------------------------------------------------------------
+    def set_model(self, loaded: LoadedModel, layer: str | None = None, half: bool = False,
+                  channels_last: bool = False, fit: str = "crop") -> None:
+        """Show ``loaded`` at ``layer`` (else the layer shown so far if the model has it, else its first
+        convolution). ``half`` and ``channels_last`` speed up CUDA and are ignored elsewhere; ``fit`` is how
+        frames reach the input size (crop, stretch, letterbox)."""
+        self._stop_runner()
+        self.loaded = loaded
+        keep = layer or self.layer
+        try:
+            self.pipeline = LivePipeline(loaded, layer=keep if keep in dict(loaded.module.named_modules()) else None,
+                                         unit=self.unit, half=half, channels_last=channels_last, fit=fit)
+        except ExplorerError as exc:
+            self.pipeline = None
+            self._show_message(str(exc))
+            return
+        self.layer = self.pipeline.layer
+        self._dropped_base = 0
+        self.runner = LiveRunner(self.pipeline, self._on_worker_result, self._relay.failed.emit)
+        self._rerun_frozen()
+
+    def set_layer(self, name: str) -> None:
+        """Show ``name``'s channels from the next frame on (at once when frozen)."""
+        if self.pipeline is not None:
+            try:
+                self.pipeline.set_layer(name)
+            except ExplorerError as exc:
+                self._show_message(str(exc))
+                return
+        self.layer = name
+        self._rerun_frozen()
+
+    def set_unit(self, unit: int | None) -> None:
+        """Select channel ``unit`` (outlined in the grid, enlarged on the right) from the next frame on."""
+        self.unit = unit
+        if self.pipeline is not None:
+            self.pipeline.set_unit(unit)
+        self._rerun_frozen()
+
+    # ---- sources ------------------------------------------------------------------------------------
+    def set_source(self, source: FrameSource) -> bool:
+        """Stop the current source and start ``source``; False (and a message) when it cannot start."""
+        self.stop_source()
+        source.setParent(self)
+        source.mirror = self.mirror_box.isChecked() if not isinstance(source, CameraSource) else source.mirror
+        self.mirror_box.blockSignals(True)
+        self.mirror_box.setChecked(source.mirror)
+        self.mirror_box.blockSignals(False)
+        source.frame.connect(self._on_source_frame)
+        source.error.connect(self._on_source_error)
+        try:
+            source.start()
+        except SourceError as exc:
+            source.deleteLater()
+            self._on_source_error(str(exc))
+            return False
+        self.source = source
+        self.live_stats = LiveStats()
+        self._results_dropped = 0
+        self._dropped_base = self.runner.dropped if self.runner is not None else 0
+        self.message.clear()
+        self.caption.setText(f"Source: {source.name}")
+        return True
+
+    def open_video(self, path: str | Path, rate: float = 1.0) -> bool:
+        return self.set_source(VideoFileSource(path, rate=rate))
+
+    def open_folder(self, path: str | Path, interval: float = 1.0) -> bool:
+        return self.set_source(FolderSource(path, interval=interval))
+
+    def open_camera(self, choice: str | int | None = None, resolution: tuple[int, int] | None = None) -> bool:
+        return self.set_source(CameraSource(choice, resolution))
+
+    def stop_source(self) -> None:
+        if self.source is not None:
+            self.source.frame.disconnect(self._on_source_frame)
+            self.source.error.disconnect(self._on_source_error)
+            self.source.stop()
+            self.source.deleteLater()
+            self.source = None
+
+    def _on_source_error(self, message: str) -> None:
+        self.stop_source()
+        self._show_message(message)
+        self.source_error.emit(message)
+
+    def _show_message(self, message: str) -> None:
+        self.message.setText(message)
+
+    # ---- freeze, step, mirror -----------------------------------------------------------------------
+    def freeze(self, frozen: bool = True) -> None:
+        """Hold the frame on screen; layer and unit changes still apply to it."""
+        self.frozen = bool(frozen)
+        self._step_pending = False
+        if self.freeze_button.isChecked() != self.frozen:
+            self.freeze_button.setChecked(self.frozen)
+
+    def toggle_freeze(self) -> None:
+        self.freeze(not self.frozen)
+
+    def step(self) -> None:
+        """Freeze, and let exactly one new frame through."""
+        if not self.frozen:
+            self.freeze(True)
+        self._step_pending = True
+
+    def set_mirror(self, on: bool) -> None:
+        if self.source is not None:
+            self.source.mirror = bool(on)
+
+    # ---- the frame's way through --------------------------------------------------------------------
+    def _on_source_frame(self, frame: LiveFrame) -> None:
+        if (self.frozen and not self._step_pending) or self._hidden:
+            return
+        self._step_pending = False
+        if self.runner is None:
+            self._show_frame(frame.image)
+            return
+        self.runner.submit(frame)
+
+    def _rerun_frozen(self) -> None:
+        if self.frozen and self.shown_result is not None and self.runner is not None:
+            old = self.shown_result.frame
+            self.runner.submit(LiveFrame(old.image, time.perf_counter(), old.index))
+
+    def _on_worker_result(self, result: LiveResult) -> None:
+        # Worker thread: leave the result and wake the GUI thread only when the slot was empty.
+        if self._results.put(result):
+            self._results_dropped += 1
+        else:
+            self._relay.result_ready.emit()
+
+    def _on_result_ready(self) -> None:
+        result = self._results.take_nowait()
+        if result is None:
+            return
+        self._result_received_at = time.perf_counter()
+        self._show_frame(result.frame.image)
+        grid = result.grid
+        self.grid_item.setImage(grid, autoLevels=False, levels=(0, 255))
+        if grid.shape != self._grid_shape:
+            self._grid_shape = grid.shape
+            self.grid_box.setRange(QRectF(0, 0, grid.shape[1], grid.shape[0]), padding=0.02)
+        self._show_unit(result)
+        label = self.loaded.spec.label(result.top_class) if self.loaded and result.top_class is not None else ""
+        untrained = " (untrained model)" if self.loaded is not None and not self.loaded.trained else ""
+        self.grid_title.setText(f"{result.layer} · {result.layout.count} channels")
+        self.frame_title.setText(f"{self.source.name if self.source else 'input'} · frame {result.frame.index}"
+                                 + (" · frozen" if self.frozen else ""))
+        self.caption.setText(f"top class: {label}{untrained}" if label else "")
+        self._awaiting_paint = result
+        if not self.grid_item.isVisible() or not self.view.isVisible():
+            self._on_grid_painted()
+
+    def _show_frame(self, image: np.ndarray) -> None:
+        self.frame_item.setImage(image, autoLevels=False, levels=(0, 255))
+        if image.shape != self._frame_shape:
+            self._frame_shape = image.shape
+            self.frame_box.setRange(QRectF(0, 0, image.shape[1], image.shape[0]), padding=0.02)
+
+    def _show_unit(self, result: LiveResult) -> None:
+        if result.unit_map is None or result.unit is None:
+            self.unit_outline.setVisible(False)
+            self.unit_item.clear()
+            self.unit_title.setText("no unit selected")
+            return
+        layout = result.layout
+        top, left = layout.tile_origin(result.unit)
+        pad = layout.pad / 2
+        self.unit_outline.setRect(QRectF(left - pad, top - pad, layout.tile_w + 2 * pad, layout.tile_h + 2 * pad))
+        self.unit_outline.setVisible(True)
+        self.unit_title.setText(f"unit {result.unit}")
+        self.unit_item.setImage(result.unit_map, autoLevels=False, levels=result.unit_levels)
+        if result.unit_map.shape != self._unit_shape:
+            self._unit_shape = result.unit_map.shape
+            self.unit_box.setRange(QRectF(0, 0, result.unit_map.shape[1], result.unit_map.shape[0]), padding=0.02)
+
+    def _on_grid_painted(self) -> None:
+        result, self._awaiting_paint = self._awaiting_paint, None
+        if result is None:
+            return
+        now = time.perf_counter()
+        self.shown_result = result
+        timings = dict(result.timings, display=now - self._result_received_at)
+        self.live_stats.record(timings, result.frame.arrived, now)
+        self.live_stats.dropped = (self.runner.dropped - self._dropped_base if self.runner else 0) \
+            + self._results_dropped
+        self.frame_shown.emit(result)
+        if now - self._last_stats_emit >= STATS_INTERVAL:
+            self._last_stats_emit = now
+            self.emit_stats()
+
+    def emit_stats(self) -> dict:
+        summary = self.live_stats.summary()
+        summary["text"] = format_stats(summary)
+        self.stats_label.setText(summary["text"])
+        self.stats.emit(summary)
+        return summary
+
+    # ---- drag and drop, shutdown --------------------------------------------------------------------
+    def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        urls = [u for u in event.mimeData().urls() if u.isLocalFile()]
+        if urls:
+            path = Path(urls[0].toLocalFile())
+            self.open_folder(path) if path.is_dir() else self.open_video(path)
+            event.acceptProposedAction()
+
+    def _stop_runner(self) -> None:
+        if self.runner is not None:
+            self.runner.stop()
+            self.runner = None
+        self._results.take_nowait()
+
+    def shutdown(self) -> None:
+        """Stop the source and the worker thread (waits for a forward in progress)."""
+        self.stop_source()
+        self._stop_runner()
+
+    def hideEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        self._hidden = True
+        super().hideEvent(event)
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        self._hidden = False
+        super().showEvent(event)
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        self.shutdown()
+        super().closeEvent(event)
+
+
+def add_live_view(window) -> LivePanel:
+    """Add the live panel to the main window as the "Live" tab, following its model, layer and unit, with
+    the live figures in the window's status bar (only while the tab is shown)."""
+    panel = LivePanel(window)
+    window.add_view("live", "Live", panel)
+    stats_label = QLabel()
+    stats_label.setToolTip("Live: frames per second, time per stage, frames dropped (newest frame wins)")
+    window.statusBar().addWidget(stats_label)
+    window.model_loaded.connect(lambda loaded: panel.set_model(loaded, window.layer))
+    window.layers.layer_selected.connect(panel.set_layer)
+    window.activations.unit_selected.connect(panel.set_unit)
+    panel.stats.connect(lambda s: stats_label.setText(s["text"] if panel.isVisible() else ""))
+    window.tabs.currentChanged.connect(lambda _i: stats_label.setText("") if not panel.isVisible() else None)
+    if window.loaded is not None:
+        panel.set_model(window.loaded, window.layer)
+    return panel
