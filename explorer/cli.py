@@ -17,6 +17,8 @@ from typing import Any, Callable
 # Each module has ``register(subparsers)`` that adds its subcommands with ``set_defaults(func=...)``.
 SUBCOMMAND_MODULES = [
     "explorer.cli_explore",
+    "explorer.cli_attribution",
+    "explorer.cli_bench",
     "explorer.cli_live",
     "explorer.cli_lstm",
 ]

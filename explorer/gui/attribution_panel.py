@@ -1,0 +1,325 @@
+"""The attribution panel: which pixels matter to a class score or a unit, overlaid on the input.
+
+Every computation is a core call run in the thread pool (:mod:`explorer.gui.workers`); occlusion streams its
+partial maps through the task's progress signal and is cancelled between batches. Nothing here computes
+on tensors.
+"""
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QProgressBar,
+                               QPushButton, QSlider, QSpinBox, QVBoxLayout, QWidget)
+
+from explorer.core.attribution.methods import (METHODS, AttributionResult, AttributionStep, attribution_steps,
+                                               conv_layer_names, layer_names, map_levels)
+from explorer.core.attribution.occlusion import BASELINES, OcclusionSettings
+from explorer.core.attribution.target import Target
+from explorer.gui.image_pane import ImagePane, lookup_table
+from explorer.gui.workers import Task, TaskRunner
+
+GRADIENT_METHODS = ("gradient", "deconvnet", "guided-backprop", "gradcam", "guided-gradcam")
+COLORMAPS = ("auto", "inferno", "viridis", "magma", "turbo", "CET-D1")
+TARGET_KINDS = ("top class", "class", "unit")
+
+
+class AttributionPanel(QWidget):
+    """Method, target and occlusion settings; the map over the input; progress and cancel.
+
+    Call :meth:`set_context` with the model, its input tensor and the picture the model sees; set the
+    target from outside with :meth:`set_target_class` or :meth:`set_target_unit`.
+    """
+
+    target_changed = Signal(object)  # the Target now explained
+    result_ready = Signal(object)  # AttributionResult
+    failed = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.loaded = None
+        self.input_tensor = None
+        self.picture: np.ndarray | None = None
+        self.result: AttributionResult | None = None
+        self.display: np.ndarray | None = None  # the map shown now (H, W)
+        self.levels: tuple[float, float] = (0.0, 1.0)
+        self.signed = False
+        self.runner = TaskRunner(self)
+        self.task: Task | None = None
+        self._rerun = False
+        self._build()
+        self._update_enabled()
+
+    # --- layout -------------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        self.pane = ImagePane(self, title="attribution")
+        self.method = QComboBox()
+        self.method.addItems(METHODS)
+        self.method.setCurrentText("guided-backprop")
+        self.target_kind = QComboBox()
+        self.target_kind.addItems(TARGET_KINDS)
+        self.class_index = QSpinBox()
+        self.class_index.setRange(0, 99999)
+        self.class_label = QLabel("")
+        self.layer = QComboBox()
+        self.layer.setEditable(True)
+        self.unit = QSpinBox()
+        self.unit.setRange(0, 99999)
+        self.score = QComboBox()
+        self.score.addItems(["logit", "prob"])
+        self.cam_layer = QComboBox()
+        self.window_size = QSpinBox()
+        self.window_size.setRange(1, 512)
+        self.window_size.setValue(16)
+        self.stride = QSpinBox()
+        self.stride.setRange(1, 512)
+        self.stride.setValue(8)
+        self.baseline = QComboBox()
+        self.baseline.addItems(BASELINES)
+        self.progressive = QCheckBox("coarse first")
+        self.progressive.setChecked(True)
+        self.colormap = QComboBox()
+        self.colormap.addItems(COLORMAPS)
+        self.opacity = QSlider(Qt.Horizontal)
+        self.opacity.setRange(0, 100)
+        self.opacity.setValue(60)
+        self.live = QCheckBox("live (gradient methods)")
+        self.run_button = QPushButton("Compute")
+        self.cancel_button = QPushButton("Cancel")
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.note = QLabel("")
+        self.note.setWordWrap(True)
+        self.note.setStyleSheet("color: #b36b00; font-weight: bold;")
+        self.status = QLabel("no model or input yet")
+        self.status.setWordWrap(True)
+
+        target_box = QGroupBox("target")
+        tf = QFormLayout(target_box)
+        tf.addRow("explain", self.target_kind)
+        row = QHBoxLayout()
+        row.addWidget(self.class_index)
+        row.addWidget(self.class_label, 1)
+        tf.addRow("class", row)
+        tf.addRow("score", self.score)
+        tf.addRow("layer", self.layer)
+        tf.addRow("unit", self.unit)
+        method_box = QGroupBox("method")
+        mf = QFormLayout(method_box)
+        mf.addRow("method", self.method)
+        mf.addRow("Grad-CAM layer", self.cam_layer)
+        mf.addRow("window", self.window_size)
+        mf.addRow("stride", self.stride)
+        mf.addRow("baseline", self.baseline)
+        mf.addRow("", self.progressive)
+        view_box = QGroupBox("view")
+        vf = QFormLayout(view_box)
+        vf.addRow("colormap", self.colormap)
+        vf.addRow("opacity", self.opacity)
+        vf.addRow("", self.live)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+
+        side = QVBoxLayout()
+        for w in (method_box, target_box, view_box):
+            side.addWidget(w)
+        side.addLayout(buttons)
+        side.addWidget(self.progress)
+        side.addWidget(self.note)
+        side.addWidget(self.status)
+        side.addStretch(1)
+        side_widget = QWidget()
+        side_widget.setLayout(side)
+        side_widget.setFixedWidth(300)
+        layout = QHBoxLayout(self)
+        layout.addWidget(self.pane, 1)
+        layout.addWidget(side_widget)
+
+        self.run_button.clicked.connect(self.compute)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.method.currentTextChanged.connect(self._settings_changed)
+        self.target_kind.currentTextChanged.connect(self._settings_changed)
+        self.class_index.valueChanged.connect(self._settings_changed)
+        self.unit.valueChanged.connect(self._settings_changed)
+        self.layer.currentTextChanged.connect(self._settings_changed)
+        self.score.currentTextChanged.connect(self._settings_changed)
+        self.cam_layer.currentTextChanged.connect(self._settings_changed)
+        self.colormap.currentTextChanged.connect(self._redraw)
+        self.opacity.valueChanged.connect(self._redraw)
+        self.live.toggled.connect(self._settings_changed)
+
+    # --- public ---------------------------------------------------------------------------------------
+
+    def set_context(self, loaded_model, input_tensor, picture_uint8: np.ndarray) -> None:
+        """The model (a :class:`~explorer.core.models.LoadedModel`), its input (1, C, H, W) on the model's
+        device, and the (H, W, 3) uint8 picture of that input."""
+        model_changed = loaded_model is not self.loaded
+        self.loaded, self.input_tensor, self.picture = loaded_model, input_tensor, picture_uint8
+        if model_changed:
+            for combo, names in ((self.layer, layer_names(loaded_model.module)),
+                                 (self.cam_layer, conv_layer_names(loaded_model.module))):
+                combo.blockSignals(True)
+                combo.clear()
+                combo.addItems(names)
+                combo.blockSignals(False)
+            if self.cam_layer.count():
+                self.cam_layer.setCurrentIndex(self.cam_layer.count() - 1)
+        self.result = None
+        self.display = None
+        self.pane.set_image(picture_uint8)
+        self.pane.set_overlay(None)
+        self._update_class_label()
+        self._update_enabled()
+        self.status.setText(f"{loaded_model.display_name}: choose a method and compute")
+        if self._live_applies():
+            self.compute()
+
+    def set_target_class(self, index: int) -> None:
+        """Explain class ``index`` (e.g. a click in the top-5)."""
+        self.class_index.setValue(int(index))
+        self.target_kind.setCurrentText("class")
+
+    def set_target_unit(self, layer: str, unit: int) -> None:
+        """Explain ``unit`` of ``layer`` (e.g. a click in the activation grid)."""
+        self.layer.setCurrentText(layer)
+        self.unit.setValue(int(unit))
+        self.target_kind.setCurrentText("unit")
+
+    def current_target(self) -> Target | None:
+        """The target the controls describe; None for the top class (found by the worker)."""
+        kind = self.target_kind.currentText()
+        if kind == "unit":
+            return Target.for_unit(self.layer.currentText(), self.unit.value())
+        if kind == "class":
+            return Target.for_class(self.class_index.value(), self.score.currentText())
+        return None
+
+    def occlusion_settings(self) -> OcclusionSettings:
+        return OcclusionSettings(window=self.window_size.value(), stride=self.stride.value(),
+                                 baseline=self.baseline.currentText(), progressive=self.progressive.isChecked())
+
+    @property
+    def busy(self) -> bool:
+        return self.task is not None
+
+    def compute(self) -> None:
+        """Start the chosen method in the background (a running one is cancelled first)."""
+        if self.loaded is None or self.input_tensor is None:
+            return
+        if self.task is not None:
+            self._rerun = True
+            self.task.cancel()
+            return
+        target = self.current_target()
+        method = self.method.currentText()
+        cam = self.cam_layer.currentText() or None
+        self.task = Task(attribution_steps, self.loaded.module, self.input_tensor, method, target,
+                         self.occlusion_settings(), cam, self.score.currentText())
+        self.task.signals.progress.connect(self._on_step)
+        self.task.signals.finished.connect(self._on_result)
+        self.task.signals.failed.connect(self._on_failed)
+        self.task.signals.cancelled.connect(self._on_cancelled)
+        self.task.signals.done.connect(self._on_done)
+        self.progress.setRange(0, 0 if method != "occlusion" else 1)
+        what = target.describe(self.loaded.spec.labels) if target is not None else "the top class"
+        self.status.setText(f"computing {method} for {what} ...")
+        self.note.setText("")
+        self.runner.start(self.task)
+        self._update_enabled()
+
+    def cancel(self) -> None:
+        self._rerun = False
+        if self.task is not None:
+            self.task.cancel()
+
+    def shutdown(self) -> None:
+        """Cancel and wait for the running task (call before the panel is destroyed)."""
+        self.runner.shutdown()
+
+    # --- results (GUI thread) -------------------------------------------------------------------------
+
+    def _on_step(self, step: AttributionStep) -> None:
+        self.progress.setRange(0, step.total)
+        self.progress.setValue(step.done)
+        self.display, self.levels, self.signed = step.display, step.levels, step.signed
+        self.status.setText(f"occlusion {step.stage}: {step.done}/{step.total} windows")
+        self._redraw()
+
+    def _on_result(self, result: AttributionResult) -> None:
+        self.result = result
+        lo, hi, cmap = map_levels(result.display)
+        self.display, self.levels, self.signed = result.display, (lo, hi), cmap == "bwr"
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1)
+        extra = f", {result.mode}" if result.mode else ""
+        layer = f" at {result.layer}" if result.layer else ""
+        self.status.setText(f"{result.method}{layer} of {result.target.describe(self.loaded.spec.labels)}: "
+                            f"{result.seconds:.2f} s{extra}")
+        self.note.setText(result.note)
+        self._redraw()
+        self.target_changed.emit(result.target)
+        self.result_ready.emit(result)
+
+    def _on_failed(self, message: str) -> None:
+        self.status.setText(f"failed: {message}")
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.failed.emit(message)
+
+    def _on_cancelled(self) -> None:
+        self.status.setText("cancelled (the partial map stays shown)")
+        self.progress.setRange(0, 1)
+
+    def _on_done(self) -> None:
+        self.task = None
+        self._update_enabled()
+        if self._rerun:
+            self._rerun = False
+            self.compute()
+
+    # --- drawing --------------------------------------------------------------------------------------
+
+    def _lut(self) -> np.ndarray:
+        name = self.colormap.currentText()
+        if name == "auto":
+            name = "CET-D1" if self.signed else "inferno"
+        return lookup_table(name)
+
+    def _redraw(self) -> None:
+        if self.display is None:
+            self.pane.set_overlay(None)
+            return
+        self.pane.set_overlay(self.display, lut=self._lut(), opacity=self.opacity.value() / 100,
+                              levels=self.levels)
+
+    # --- state ----------------------------------------------------------------------------------------
+
+    def _live_applies(self) -> bool:
+        return self.live.isChecked() and self.method.currentText() in GRADIENT_METHODS and self.loaded is not None
+
+    def _settings_changed(self, *_) -> None:
+        self._update_class_label()
+        self._update_enabled()
+        if self._live_applies():
+            self.compute()
+
+    def _update_class_label(self) -> None:
+        if self.loaded is None:
+            return
+        self.class_label.setText(self.loaded.spec.label(self.class_index.value()))
+
+    def _update_enabled(self) -> None:
+        method = self.method.currentText()
+        kind = self.target_kind.currentText()
+        ready = self.loaded is not None and self.input_tensor is not None
+        for w in (self.window_size, self.stride, self.baseline, self.progressive):
+            w.setEnabled(method == "occlusion")
+        self.cam_layer.setEnabled(method in ("gradcam", "guided-gradcam"))
+        self.class_index.setEnabled(kind == "class")
+        self.score.setEnabled(kind != "unit")
+        self.layer.setEnabled(kind == "unit")
+        self.unit.setEnabled(kind == "unit")
+        self.run_button.setEnabled(ready)
+        self.cancel_button.setEnabled(self.task is not None)
