@@ -286,3 +286,20 @@ def test_pickled_checkpoint_needs_trust_in_a_dialog(qtbot, tmp_path, monkeypatch
     x = torch.randn(1, 3, 128, 128)
     torch.testing.assert_close(window.loaded.module(x), model(x))
     close_window(qtbot, window)
+
+
+def test_attribution_tab_explains_the_clicked_class_of_the_window_input(qtbot, shapes_window):
+    from explorer.core.attribution.backprop import guided_backprop
+    from explorer.core.attribution.target import Target
+
+    window = shapes_window
+    window.open_image(SAMPLES / "0004_star.png")
+    wait_idle(qtbot, window)
+    panel = window.attribution_panel
+    panel.method.setCurrentText("guided-backprop")
+    window.input_panel.class_selected.emit(1)  # as a click on "triangle" in the top-5
+    window.show_view("attribution")
+    qtbot.waitUntil(lambda: panel.result is not None and not panel.busy, timeout=60_000)
+    expected, _ = guided_backprop(window.loaded.module, window.x, Target.for_class(1, "logit"))
+    assert panel.result.target.describe(window.loaded.spec.labels).find("triangle") >= 0
+    np.testing.assert_allclose(panel.result.map, expected[0].numpy(), rtol=1e-4, atol=1e-7)

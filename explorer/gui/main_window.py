@@ -48,10 +48,10 @@ def load_model_with_table(request: ModelRequest, device: str | None, progress) -
 
 
 class MainWindow(QMainWindow):
-    """``busy_changed`` tells tests and the screenshot mode when all work has finished."""
+    """``busy`` tells tests and the screenshot mode when all work has finished."""
 
-    busy_changed = Signal(bool)
     model_loaded = Signal(object)
+    input_changed = Signal(object, object, object)  # LoadedModel, (1, C, H, W) input, (H, W, 3) picture
 
     def __init__(self, settings: QSettings | None = None, interactive: bool = True):
         super().__init__()
@@ -488,6 +488,7 @@ class MainWindow(QMainWindow):
         self.input_panel.set_picture(self.picture, f"{self.input_name}{where} · {w}x{h} → "
                                      f"{self.loaded.spec.size[1]}x{self.loaded.spec.size[0]} ({self.fit})")
         self.activations.set_picture(self.picture)
+        self.input_changed.emit(self.loaded, self.x, self.picture)
         self.recompute()
 
     def paste_image(self) -> None:

@@ -1,6 +1,8 @@
 """The panels beyond the foundation's views, each added as a tab of the main window."""
 from __future__ import annotations
 
+from PySide6.QtCore import Qt
+
 from explorer.core.models import RESOURCES
 
 SAMPLE_TEXT = RESOURCES / "text" / "threading_sample.py"
@@ -10,9 +12,11 @@ def add_panels(window) -> None:
     """Add every optional panel (live, attribution, LSTM) to ``window``, then number the View menu."""
     from .live_panel import add_live_view  # noqa: PLC0415
 
+    window.attribution_panel = add_attribution_view(window)
     window.live_panel = add_live_view(window)
     window.lstm_panel = add_lstm_view(window)
     window.refresh_view_menu()
+    window.resizeDocks([window.layers_dock, window.input_dock], [380, 300], Qt.Horizontal)
 
 
 def add_lstm_view(window):
@@ -30,4 +34,25 @@ def add_lstm_view(window):
                 panel.open_text_file(SAMPLE_TEXT)
 
     window.tabs.currentChanged.connect(ensure_loaded)
+    return panel
+
+
+def add_attribution_view(window):
+    """The Attribution tab: explains the window's input; a click in the top-5 or on a unit sets the target."""
+    from .attribution_panel import AttributionPanel  # noqa: PLC0415
+
+    panel = AttributionPanel(window)
+    window.add_view("attribution", "Attribution", panel)
+    window.input_changed.connect(lambda loaded, x, picture: panel.set_context(loaded, x.to(loaded.device), picture))
+    window.input_panel.class_selected.connect(panel.set_target_class)
+    window.activations.unit_selected.connect(lambda unit: panel.set_target_unit(window.layer, unit))
+    panel.failed.connect(window.show_error)
+
+    def compute_when_shown(_index: int = -1) -> None:
+        # the first look at the tab shows a map at once (the default method is a fast gradient method)
+        if window.tabs.currentWidget() is panel and panel.result is None and not panel.busy:
+            panel.compute()
+
+    window.tabs.currentChanged.connect(compute_when_shown)
+    window.input_changed.connect(lambda *_: compute_when_shown())
     return panel
