@@ -41,6 +41,20 @@ def accuracy(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> float:
     return correct / len(images)
 
 
+def train_step(model: nn.Module, opt, sched, images: np.ndarray, labels: np.ndarray,
+               rng: np.random.Generator) -> torch.Tensor:
+    """One optimiser step on a batch, mirrored half of the time (the classes are mirror-symmetric)."""
+    x = to_tensor(images)
+    if rng.random() < 0.5:
+        x = x.flip(3)
+    loss = nn.functional.cross_entropy(model(x), torch.from_numpy(labels))
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    sched.step()
+    return loss.detach()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--train", type=int, default=24000)
@@ -85,14 +99,7 @@ def main() -> int:
         model.train()
         for step in range(args.finetune):
             idx = rng.choice(len(train_x), args.batch, replace=False)
-            x = to_tensor(train_x[idx])
-            if rng.random() < 0.5:
-                x = x.flip(3)
-            loss = nn.functional.cross_entropy(model(x), torch.from_numpy(train_y[idx]))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
+            loss = train_step(model, opt, sched, train_x[idx], train_y[idx], rng)
             if (step + 1) % 50 == 0:
                 print(f"finetune step {step + 1}/{args.finetune} loss {loss.item():.4f} ({time.time() - t0:.0f}s)",
                       flush=True)
@@ -103,15 +110,7 @@ def main() -> int:
         total = 0.0
         for step in range(steps_per_epoch):
             idx = order[step * args.batch:(step + 1) * args.batch]
-            x = to_tensor(train_x[idx])
-            if rng.random() < 0.5:  # shapes are mirror-symmetric as classes
-                x = x.flip(3)
-            loss = nn.functional.cross_entropy(model(x), torch.from_numpy(train_y[idx]))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item()
+            total += train_step(model, opt, sched, train_x[idx], train_y[idx], rng).item()
         acc = accuracy(model, test_x, test_y)
         print(f"epoch {epoch + 1}/{args.epochs} loss {total / steps_per_epoch:.4f} held-out accuracy {acc:.4f}"
               f" ({time.time() - t0:.0f}s)", flush=True)
