@@ -94,6 +94,7 @@ def test_npy_input_is_accepted(capsys, tmp_path):
     (["activations", "--input", "IMG", "--layer", "nope", "--out", "o.npy"], "no layer named 'nope'"),
     (["layers", "--model", "resnet19"], "unknown model"),
     (["layers", "--model", "resnet18", "--mean", "1,2"], "--mean has 2 values"),
+    (["layers", "--device", "gpu7"], "unknown device 'gpu7'"),
 ])
 def test_bad_input_is_one_line_and_nonzero(capsys, tmp_path, argv, fragment):
     argv = [str(SAMPLES / "0001_circle.png") if a == "IMG" else a for a in argv]

@@ -64,3 +64,30 @@ def test_bundled_shapes_model_recognises_generated_shapes():
         predicted = loaded.module(x).argmax(1).numpy()
     accuracy = float((predicted == np.array([s.label for s in samples])).mean())
     assert accuracy >= 0.9
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_layer_view_on_cuda_equals_cpu():
+    from explorer.core.explore import compute_layer_view
+
+    cpu = load_model("shapes", device="cpu")
+    gpu = load_model("shapes", device="cuda")
+    x = image_to_tensor(generate_shape(np.random.default_rng(3), label=3).image, cpu.spec)
+    a = compute_layer_view(cpu, x, "features.relu3")
+    b = compute_layer_view(gpu, x, "features.relu3")
+    np.testing.assert_allclose(a.activation, b.activation, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(a.grid, b.grid, rtol=1e-3, atol=1e-4)
+    assert gpu.device.type == "cuda" and a.top5[0]["index"] == b.top5[0]["index"]
+
+
+def test_device_switch_moves_the_model():
+    loaded = load_model("shapes", device="cpu")
+    assert loaded.to("cpu").device.type == "cpu"
+    assert all(p.device.type == "cpu" for p in loaded.module.parameters())
+    from explorer.core.device import available_devices, resolve_device
+
+    assert available_devices()[-1] == "cpu" and resolve_device("auto").type in ("cuda", "mps", "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")

@@ -3,6 +3,12 @@ from __future__ import annotations
 
 import torch
 
+from .errors import ExplorerError
+
+
+class DeviceError(ExplorerError, ValueError):
+    """A device was asked for that this machine does not have."""
+
 
 def available_devices() -> list[str]:
     """Device names usable here, best first (e.g. ``["cuda:0", "cpu"]``)."""
@@ -18,11 +24,14 @@ def resolve_device(name: str | None = None) -> torch.device:
     """``None`` or ``"auto"`` picks the best device; otherwise the named one, checked to exist."""
     if name in (None, "", "auto"):
         return torch.device(available_devices()[0])
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DeviceError(f"unknown device {name!r}: use cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but CUDA is not available on this machine")
+        raise DeviceError(f"device {name!r} asked for, but CUDA is not available on this machine")
     if device.type == "mps" and "mps" not in available_devices():
-        raise ValueError(f"device {name!r} asked for, but MPS is not available on this machine")
+        raise DeviceError(f"device {name!r} asked for, but MPS is not available on this machine")
     return device
 
 
