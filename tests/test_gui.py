@@ -48,13 +48,15 @@ def independent_activation(window, layer: str) -> torch.Tensor:
 
 
 def close_window(qtbot, window) -> None:
+    """Close like a user; nothing may keep running: no task, no visible top-level window."""
     window.close()
     qtbot.wait(50)
-    assert window.runner.idle
+    assert window.runner.idle and not window.busy
+    assert not [w for w in QApplication.topLevelWidgets() if w.isVisible()]
 
 
 @pytest.fixture
-def resnet_window(qtbot):
+def resnet_window(qtbot, no_thread_leak):
     window = create_window(options(model="resnet18", weights="none", image=str(SAMPLES / "chelsea.jpg")),
                            interactive=False)
     qtbot.addWidget(window)
@@ -65,7 +67,7 @@ def resnet_window(qtbot):
 
 
 @pytest.fixture
-def shapes_window(qtbot):
+def shapes_window(qtbot, no_thread_leak):
     window = create_window(options(), interactive=False)  # the defaults: bundled model, sample images
     qtbot.addWidget(window)
     window.show()

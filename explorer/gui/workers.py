@@ -155,6 +155,9 @@ class LatestRunner(QObject):
         return self.current is None and self.pending is None
 
     def submit(self, fn: Callable, *args: Any) -> None:
+        if self.runner.closed:
+            self.pending = None
+            return
         if self.current is not None:
             if self.pending is not None:
                 self.dropped += 1
@@ -172,7 +175,8 @@ class LatestRunner(QObject):
 
     def _next(self) -> None:
         self.current = None
-        if self.pending is not None:
+        if self.pending is not None and not self.runner.closed:
             fn, args = self.pending
             self.pending = None
             self._start(fn, args)
+        self.pending = None
