@@ -30,7 +30,7 @@ def panel(qtbot):
     qtbot.waitExposed(widget)
     yield widget
     widget.shutdown()
-    assert widget._pool.activeThreadCount() == 0
+    assert widget.runner.idle and widget.sample_runner.idle and widget.runner.pool.activeThreadCount() == 0
 
 
 def _pixel(panel: LstmPanel, index: int) -> tuple[int, int, int]:
@@ -113,6 +113,8 @@ def test_model_writes_and_view_follows(panel, qtbot, tmp_path):
         panel.start_sampling(prime="x = ", length=60, temperature=1.0, seed=1)
     qtbot.waitUntil(lambda: panel.analysis is not None and panel.analysis.replay.length == 64, timeout=30_000)
     assert panel.view.text().startswith("x = ") and len(panel.view.text()) == 64
+    qtbot.waitUntil(lambda: not panel.busy, timeout=30_000)  # writing and reading both ended
+    assert panel.write_button.text() == "Let the model write"
 
 
 def test_large_text_paints_only_visible_lines(panel, qtbot, tmp_path):

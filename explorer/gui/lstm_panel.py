@@ -6,16 +6,12 @@ smoothly as 100.
 """
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
-
-
-import pyqtgraph as pg  # noqa: E402
-from PySide6.QtCore import QObject, QPoint, QRect, QRectF, QRunnable, QSize, Qt, QThreadPool, QTimer, Signal, Slot
+import pyqtgraph as pg
+from PySide6.QtCore import QPoint, QRect, QRectF, QSize, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QColor, QFont, QFontDatabase, QFontMetricsF, QImage, QKeySequence, QPainter, QShortcut
 from PySide6.QtWidgets import (QAbstractScrollArea, QComboBox, QDoubleSpinBox, QFileDialog, QHBoxLayout,
                                QLabel, QPlainTextEdit, QPushButton, QSpinBox, QSplitter, QTabWidget, QToolTip,
@@ -25,6 +21,7 @@ from explorer.core.errors import ExplorerError
 from explorer.core.rnn import QUANTITIES, CharRNN, load_char_rnn, sample_steps, top_next_chars
 from explorer.core.rnn_cells import CellRef, TextAnalysis, analyse_text_steps, cell_values, selection_search
 from explorer.core.rnn_render import LUT, display_values, heat_strip, line_offsets, text_color_for, value_colors
+from explorer.gui.workers import Task, TaskRunner
 
 _WHITE, _BLACK, _DARK = QColor(255, 255, 255), QColor(0, 0, 0), QColor(20, 20, 20)
 AUTO_ANALYSE_CHARS = 20_000  # typing re-analyses automatically up to this length
@@ -32,64 +29,16 @@ HEAT_ROWS = 8
 
 
 # ---------------------------------------------------------------------------------------------------
-# Running core generators off the GUI thread
+# Running core generators off the GUI thread (as gui.workers.Task)
 
 
-class _JobSignals(QObject):
-    # Every signal carries the job first: connected to bound methods of a widget, the slots run on the
-    # GUI thread (a lambda would run on the worker's) and can tell a stale job from the current one.
-    progress = Signal(object, int, int)
-    partial = Signal(object, object)
-    finished = Signal(object, object)
-    failed = Signal(object, str)
-    stopped = Signal(object)  # always last, also after a cancel
-
-
-class GeneratorJob(QRunnable):
-    """Runs ``make()`` (a generator) in a pool thread. Items ``(done, total, None)`` report progress,
-    ``(done, total, result)`` end the job with ``result``; other items are partial results. ``cancel()``
-    is honoured at every yield."""
-
-    def __init__(self, make: Callable[[], Iterator]):
-        super().__init__()
-        self.setAutoDelete(False)
-        self.signals = _JobSignals()
-        self._make = make
-        self._cancel = threading.Event()
-        self.done = threading.Event()
-        self.done_at = 0.0
-
-    def cancel(self) -> None:
-        self._cancel.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancel.is_set()
-
-    def run(self) -> None:
-        try:
-            result = None
-            for item in self._make():
-                if self._cancel.is_set():
-                    return
-                if isinstance(item, tuple) and len(item) == 3:
-                    done, total, value = item
-                    if value is None:
-                        self.signals.progress.emit(self, int(done), int(total))
-                        continue
-                    result = value
-                    break
-                self.signals.partial.emit(self, item)
-            if not self._cancel.is_set():
-                self.signals.finished.emit(self, result)
-        except ExplorerError as exc:
-            self.signals.failed.emit(self, str(exc))
-        except Exception as exc:  # noqa: BLE001 - shown in the status line, never a crash of the window
-            self.signals.failed.emit(self, f"{type(exc).__name__}: {exc}")
-        finally:
-            self.done_at = time.monotonic()
-            self.done.set()
-            self.signals.stopped.emit(self)
+def until_result(steps: Iterator):
+    """Core generators here end by yielding ``(done, total, result)``: as a Task, pass everything before
+    it on as progress and return ``result``."""
+    for item in steps:
+        if isinstance(item, tuple) and len(item) == 3 and item[2] is not None:
+            return item[2]
+        yield item
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -367,14 +316,13 @@ class LstmPanel(QWidget):
         self.model: CharRNN | None = None
         self.analysis: TextAnalysis | None = None
         self.cell: CellRef | None = None
-        self._pool = QThreadPool(self)
-        self._pool.setMaxThreadCount(1)
-        self._job: GeneratorJob | None = None
-        self._sample_job: GeneratorJob | None = None
+        self.runner = TaskRunner(self, max_threads=1)  # analyses one after another
+        self.sample_runner = TaskRunner(self)  # the model writes while the growing text is analysed
+        self._job: Task | None = None
+        self._sample_job: Task | None = None
         self._pending_text: str | None = None
         self._job_text = ""
         self._written = ""
-        self._jobs: list[GeneratorJob] = []
         self._build()
 
     # -- layout
@@ -550,29 +498,23 @@ class LstmPanel(QWidget):
             self._pending_text = text
             return
         model = self.model
-        job = GeneratorJob(lambda: analyse_text_steps(model, text))
+        job = Task(until_result, analyse_text_steps(model, text))
         job.signals.progress.connect(self._analysis_progress)
         job.signals.finished.connect(self._analysis_done)
-        job.signals.failed.connect(self._analysis_failed)
-        job.signals.stopped.connect(self._analysis_stopped)
+        job.signals.failed.connect(self._job_failed)
+        job.signals.done.connect(self._analysis_stopped)
         self._job, self._job_text = job, text
-        self._keep(job)
-        self._pool.start(job)
-
-    @Slot(object, int, int)
-    def _analysis_progress(self, job: GeneratorJob, done: int, total: int) -> None:
-        if job is self._job:
-            self.statusChanged.emit(f"reading {done * 100 // max(total, 1)} %")
-
-    def _keep(self, job: GeneratorJob) -> None:
-        """Hold ``job`` until its pool thread has surely left ``run()``: dropping the last reference in a
-        slot of its own ``stopped`` signal would free the runnable while the thread still returns from it."""
-        now = time.monotonic()
-        self._jobs = [j for j in self._jobs if not (j.done.is_set() and now - j.done_at > 2.0)] + [job]
+        self.runner.start(job)
 
     @Slot(object)
-    def _analysis_stopped(self, job: GeneratorJob) -> None:
-        if job is not self._job:
+    def _analysis_progress(self, step) -> None:
+        if self.sender().task is self._job:
+            done, total, _ = step
+            self.statusChanged.emit(f"reading {done * 100 // max(total, 1)} %")
+
+    @Slot()
+    def _analysis_stopped(self) -> None:
+        if self.sender().task is not self._job:
             return
         self._job = None
         if self._pending_text is not None:
@@ -580,9 +522,9 @@ class LstmPanel(QWidget):
             if text == self.view.text():
                 self._start_analysis(text)
 
-    @Slot(object, object)
-    def _analysis_done(self, job: GeneratorJob, result: TextAnalysis) -> None:
-        if job is not self._job or result is None or not self.view.text().startswith(result.replay.text):
+    @Slot(object)
+    def _analysis_done(self, result: TextAnalysis) -> None:
+        if self.sender().task is not self._job or result is None or not self.view.text().startswith(result.replay.text):
             return
         self.analysis = result
         self.statusChanged.emit(f"{result.replay.length:,} characters, {result.replay.bits_per_char():.3f} "
@@ -596,9 +538,9 @@ class LstmPanel(QWidget):
         if self._pending_text is None:
             self.analysisFinished.emit()
 
-    @Slot(object, str)
-    def _analysis_failed(self, job: GeneratorJob, message: str) -> None:
-        if job is self._job or job is self._sample_job:
+    @Slot(str)
+    def _job_failed(self, message: str) -> None:
+        if self.sender().task in (self._job, self._sample_job):
             self.statusChanged.emit(message)
 
     def _cell_exists(self, cell: CellRef) -> bool:
@@ -746,7 +688,7 @@ class LstmPanel(QWidget):
 
     # -- let the model write
     def _toggle_sampling(self) -> None:
-        if self._sample_job is not None and not self._sample_job.done.is_set():
+        if self._sample_job is not None:
             self._sample_job.cancel()
             self.write_button.setText("Let the model write")
             return
@@ -774,19 +716,18 @@ class LstmPanel(QWidget):
             if buf:
                 yield "".join(buf)
 
-        job = GeneratorJob(chunks)
+        job = Task(chunks)
         self._written = full
-        job.signals.partial.connect(self._sample_chunk)
-        job.signals.failed.connect(self._analysis_failed)
-        job.signals.stopped.connect(self._sample_done)
+        job.signals.progress.connect(self._sample_chunk)
+        job.signals.failed.connect(self._job_failed)
+        job.signals.done.connect(self._sample_done)
         self._sample_job = job
-        self._keep(job)
         self.write_button.setText("Stop writing")
-        QThreadPool.globalInstance().start(job)
+        self.sample_runner.start(job)
 
-    @Slot(object, object)
-    def _sample_chunk(self, job: GeneratorJob, chunk: str) -> None:
-        if job is not self._sample_job:
+    @Slot(object)
+    def _sample_chunk(self, chunk: str) -> None:
+        if self.sender().task is not self._sample_job:
             return
         self._written += chunk
         self.editor.blockSignals(True)
@@ -796,8 +737,10 @@ class LstmPanel(QWidget):
         self.view.verticalScrollBar().setValue(self.view.verticalScrollBar().maximum())
         self._start_analysis(self._written)
 
-    @Slot(object)
-    def _sample_done(self, job: GeneratorJob) -> None:
+    @Slot()
+    def _sample_done(self) -> None:
+        if self.sender().task is self._sample_job:
+            self._sample_job = None
         self.write_button.setText("Let the model write")
         self.sampleFinished.emit()
 
@@ -808,13 +751,9 @@ class LstmPanel(QWidget):
     def shutdown(self, timeout_s: float = 30.0) -> None:
         """Cancel running work and wait for the threads (called on close and by tests)."""
         self._pending_text = None
-        for job in self._jobs:
-            job.cancel()
-        self._pool.waitForDone(int(timeout_s * 1000))
-        for job in self._jobs:
-            job.done.wait(timeout_s)
-        self._jobs = []
-        self._job = None
+        self.sample_runner.shutdown(timeout_s)
+        self.runner.shutdown(timeout_s)
+        self._job = self._sample_job = None
 
     def closeEvent(self, event) -> None:  # noqa: N802
         self.shutdown()
@@ -826,4 +765,4 @@ def _printable(text: str) -> str:
         text.replace("\n", "⏎")
 
 
-__all__ = ["LstmPanel", "CellTextView", "HeatStrip", "GeneratorJob", "LUT"]
+__all__ = ["LstmPanel", "CellTextView", "HeatStrip", "LUT"]

@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QDockWidget, 
 
 from explorer.core import preprocess
 from explorer.core.device import available_devices, describe_device
-from explorer.core.errors import ExplorerError, InputError, WeightsDownloadError
+from explorer.core.errors import ExplorerError, InputError
 from explorer.core.explore import compute_filter_view, compute_layer_view
 from explorer.core.models import LoadedModel, bundled_names, load_model, zoo_names
 from explorer.core.probe import layer_table

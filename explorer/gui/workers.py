@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import inspect
 import threading
+import time
 import traceback
 from typing import Any, Callable
 
-from PySide6.QtCore import QCoreApplication, QObject, QRunnable, QThreadPool, QTimer, Signal
+from PySide6.QtCore import QCoreApplication, QObject, QRunnable, QThreadPool, Signal
 
 from explorer.core.errors import Cancelled, ExplorerError
 
@@ -47,8 +48,10 @@ class Task(QRunnable):
         self.setAutoDelete(False)
         self.fn, self.args, self.kwargs = fn, args, kwargs
         self.signals = TaskSignals()
+        self.signals.task = self  # slots tell a stale task from the current one by ``self.sender().task``
         self._cancel = threading.Event()
         self._finished = threading.Event()
+        self.finished_at = 0.0
 
     @property
     def cancel_requested(self) -> bool:
@@ -88,16 +91,21 @@ class Task(QRunnable):
             traceback.print_exc()
             self.signals.failed.emit(describe_error(exc))
         finally:
-            self._finished.set()
             self.signals.done.emit()
+            self.finished_at = time.monotonic()
+            self._finished.set()
 
 
 class TaskRunner(QObject):
     """Starts tasks and remembers them until they end, so the window can wait for all on close."""
 
-    def __init__(self, parent: QObject | None = None):
+    def __init__(self, parent: QObject | None = None, max_threads: int | None = None):
         super().__init__(parent)
-        self.pool = QThreadPool.globalInstance()
+        if max_threads is None:
+            self.pool = QThreadPool.globalInstance()
+        else:  # a pool of its own, e.g. one thread to run jobs one after another
+            self.pool = QThreadPool(self)
+            self.pool.setMaxThreadCount(max_threads)
         self.active: set[Task] = set()
         self._retired: list[Task] = []
         self.closed = False
@@ -105,21 +113,22 @@ class TaskRunner(QObject):
     def start(self, task: Task) -> Task:
         if self.closed:
             return task  # the window is closing: start nothing new
+        self._release()
         self.active.add(task)
         task.signals.done.connect(self._task_done)  # a bound slot: delivered on the GUI thread
         self.pool.start(task)
         return task
 
     def _task_done(self) -> None:
-        signals = self.sender()
-        ended = {t for t in self.active if t.signals is signals}
-        self.active -= ended
-        # keep the ended task alive until the other queued deliveries of its signals have run
-        self._retired.extend(ended)
-        QTimer.singleShot(0, self._release)
+        task = self.sender().task
+        self.active.discard(task)
+        self._retired.append(task)
 
     def _release(self) -> None:
-        self._retired = [t for t in self._retired if t in self.active]
+        """Forget ended tasks a while after they ended: when ``done`` arrives the pool thread is still
+        returning from ``run()`` and the other queued deliveries of its signals may still be waiting."""
+        now = time.monotonic()
+        self._retired = [t for t in self._retired if not (t._finished.is_set() and now - t.finished_at > 1.0)]
 
     @property
     def idle(self) -> bool:
@@ -135,6 +144,7 @@ class TaskRunner(QObject):
         # deliver what the ended tasks already sent, while their signal objects are still alive
         QCoreApplication.sendPostedEvents()
         QCoreApplication.processEvents()
+        self._retired.clear()
 
 
 class LatestRunner(QObject):
