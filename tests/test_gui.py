@@ -305,3 +305,16 @@ def test_attribution_tab_explains_the_clicked_class_of_the_window_input(qtbot, s
     expected, _ = guided_backprop(window.loaded.module, window.x, Target.for_class(1, "logit"))
     assert panel.result.target.describe(window.loaded.spec.labels).find("triangle") >= 0
     np.testing.assert_allclose(panel.result.map, expected[0].numpy(), rtol=1e-4, atol=1e-7)
+
+
+def test_lstm_tab_loads_the_bundled_model_and_makes_room(qtbot, shapes_window):
+    window = shapes_window
+    assert window.layers_dock.isVisible()
+    window.show_view("lstm")
+    panel = window.lstm_panel
+    qtbot.waitUntil(lambda: panel.analysis is not None and not panel.busy, timeout=120_000)
+    assert not window.layers_dock.isVisible() and not window.input_dock.isVisible()
+    best = panel.analysis.search["string"][0].cell
+    assert panel.cell == best  # the best string-literal cell is shown first
+    window.show_view("activations")
+    assert window.layers_dock.isVisible() and window.input_dock.isVisible()

@@ -439,7 +439,7 @@ class LstmPanel(QWidget):
         self.index_box.setRange(0, cfg.hidden_size - 1)
         for box in (self.layer_box, self.quantity_box, self.index_box):
             box.blockSignals(False)
-        self.cell = CellRef(0, QUANTITIES[cfg.cell][0], 0)
+        self.cell = None  # the analysis shows the best string-literal cell first
         self.modelLoaded.emit(str(path_or_name))
         if self.view.text():
             self.set_text(self.view.text())

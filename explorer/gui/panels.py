@@ -27,8 +27,18 @@ def add_lstm_view(window):
     window.add_view("lstm", "LSTM", panel)
     panel.statusChanged.connect(window.statusBar().showMessage)
 
+    docks_shown = {}
+
     def ensure_loaded(_index: int = -1) -> None:
-        if panel.model is None and window.tabs.currentWidget() is panel:
+        # the layer table and the image input say nothing about a text model: make room while it is shown
+        on_lstm = window.tabs.currentWidget() is panel
+        for dock in (window.layers_dock, window.input_dock):
+            if on_lstm:
+                docks_shown.setdefault(dock, dock.isVisible())
+                dock.hide()
+            elif dock in docks_shown:
+                dock.setVisible(docks_shown.pop(dock))
+        if panel.model is None and on_lstm:
             panel.load_model("bundled")
             if not panel.view.text():
                 panel.open_text_file(SAMPLE_TEXT)
