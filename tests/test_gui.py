@@ -167,7 +167,9 @@ def test_bad_image_and_bad_checkpoint_leave_the_app_usable(qtbot, shapes_window,
     before = window.picture.copy()
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not a png")
-    assert window.open_image(bad) is False
+    window.last_error = None
+    window.open_image(bad)
+    qtbot.waitUntil(lambda: window.last_error is not None, timeout=30_000)
     assert "broken.png" in window.last_error
     np.testing.assert_array_equal(window.picture, before)
     garbage = tmp_path / "model.pt"
@@ -189,7 +191,7 @@ def test_drop_and_paste_open_images(qtbot, shapes_window):
     mime.setUrls([QUrl.fromLocalFile(str(SAMPLES / "0002_triangle.png"))])
     event = QDropEvent(QPointF(10, 10), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
     window.dropEvent(event)
-    assert window.input_name == "0002_triangle.png"
+    qtbot.waitUntil(lambda: window.input_name == "0002_triangle.png", timeout=30_000)
     array = np.zeros((40, 60, 3), np.uint8)
     array[:, :30] = (255, 0, 0)
     qimage = QImage(array.data, 60, 40, 180, QImage.Format_RGB888).copy()
@@ -318,3 +320,18 @@ def test_lstm_tab_loads_the_bundled_model_and_makes_room(qtbot, shapes_window):
     assert panel.cell == best  # the best string-literal cell is shown first
     window.show_view("activations")
     assert window.layers_dock.isVisible() and window.input_dock.isVisible()
+
+
+def test_images_are_decoded_off_the_gui_thread(qtbot, shapes_window, monkeypatch):
+    import threading
+
+    from explorer.core import preprocess
+
+    threads = []
+    real = preprocess.read_picture
+    monkeypatch.setattr(preprocess, "read_picture",
+                        lambda *a, **k: threads.append(threading.current_thread()) or real(*a, **k))
+    shapes_window.open_image(SAMPLES / "coffee.jpg")
+    wait_idle(qtbot, shapes_window)
+    assert shapes_window.input_name == "coffee.jpg"
+    assert threads and threading.main_thread() not in threads

@@ -141,6 +141,16 @@ def load_input(path: str | Path, spec: InputSpec, fit: str = "crop") -> tuple[to
     return x, tensor_to_image(x, spec)
 
 
+def read_picture(path: str | Path, spec: InputSpec | None = None) -> np.ndarray:
+    """An image file, or a .npy tensor shown as the picture it encodes (needs ``spec``), as (H, W, 3) uint8."""
+    p = Path(path)
+    if p.suffix.lower() == ".npy":
+        if spec is None:
+            raise InputError("load a model before opening a .npy tensor")
+        return tensor_to_image(load_npy_input(p, spec), spec)
+    return load_image(p)
+
+
 def expand_inputs(paths: list[str | Path]) -> list[Path]:
     """Files and folders as named on a command line → the list of input files (folders expanded)."""
     out: list[Path] = []

@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QDockWidget, 
 
 from explorer.core import preprocess
 from explorer.core.device import available_devices, describe_device
-from explorer.core.errors import ExplorerError, InputError
+from explorer.core.errors import ExplorerError
 from explorer.core.explore import compute_filter_view, compute_layer_view
 from explorer.core.models import LoadedModel, bundled_names, load_model, zoo_names
 from explorer.core.probe import layer_table
@@ -85,6 +85,9 @@ class MainWindow(QMainWindow):
         self.filter_runner = LatestRunner(self.runner, self)
         self.filter_runner.result.connect(lambda v: self.filters.set_filter_view(v))
         self.filter_runner.failed.connect(self.show_error)
+        self.image_runner = LatestRunner(self.runner, self)  # decoding a big photo takes a while
+        self.image_runner.result.connect(lambda loaded: self.set_image(*loaded))
+        self.image_runner.failed.connect(self.show_error)
         self.load_task: Task | None = None
         self.last_model_request = ModelRequest()
 
@@ -273,7 +276,7 @@ class MainWindow(QMainWindow):
     @property
     def busy(self) -> bool:
         return (not self.runner.idle or not self.forward_runner.idle or not self.filter_runner.idle
-                or any(getattr(view, "busy", False) for view in self.views.values()))
+                or not self.image_runner.idle or any(getattr(view, "busy", False) for view in self.views.values()))
 
     def show_error(self, message: str) -> None:
         self.last_error = message
@@ -432,21 +435,12 @@ class MainWindow(QMainWindow):
 
     # -- input ---------------------------------------------------------------------------------------
     def open_image(self, path: str | Path) -> bool:
+        """Read an image (or .npy tensor) in a worker; it becomes the input when read, or an error is shown."""
         path = Path(path)
         if path.is_dir():
             return self.open_folder(path)
-        try:
-            if path.suffix.lower() == ".npy":
-                if self.loaded is None:
-                    raise InputError("load a model before opening a .npy tensor")
-                x = preprocess.load_npy_input(path, self.loaded.spec)
-                image = preprocess.tensor_to_image(x, self.loaded.spec)
-            else:
-                image = preprocess.load_image(path)
-        except ExplorerError as exc:
-            self.show_error(str(exc))
-            return False
-        self.set_image(image, path.name)
+        spec = self.loaded.spec if self.loaded is not None else None
+        self.image_runner.submit(read_named_picture, path, spec)
         return True
 
     def open_folder(self, folder: str | Path) -> bool:
@@ -604,6 +598,11 @@ class MainWindow(QMainWindow):
             if hasattr(view, "shutdown"):
                 view.shutdown()
         super().closeEvent(event)
+
+
+def read_named_picture(path: Path, spec) -> tuple[np.ndarray, str]:
+    """Worker job: the picture in ``path`` and the name to show for it."""
+    return preprocess.read_picture(path, spec), path.name
 
 
 def qimage_to_array(image: QImage) -> np.ndarray:
