@@ -12,7 +12,8 @@ import numpy as np
 from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QImage, QKeySequence
 from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QDockWidget, QFileDialog, QLabel,
-                               QMainWindow, QMessageBox, QProgressBar, QPushButton, QTabWidget, QToolBar,
+                               QFrame, QMainWindow, QMessageBox, QProgressBar, QPushButton, QScrollArea, QTabWidget,
+                               QToolBar,
                                QWidget)
 
 from explorer.core import preprocess
@@ -129,12 +130,22 @@ class MainWindow(QMainWindow):
     def add_view(self, key: str, title: str, widget: QWidget) -> None:
         """Add a panel as a tab; ``--view key`` and Ctrl+<n> show it."""
         self.views[key] = widget
-        self.tabs.addTab(widget, title)
+        # in a scroll area, so one panel's wide controls do not squeeze the docks of every other tab
+        page = QScrollArea()
+        page.setWidgetResizable(True)
+        page.setFrameShape(QFrame.NoFrame)
+        page.setWidget(widget)
+        self.tabs.addTab(page, title)
+
+    def current_view(self) -> QWidget | None:
+        """The panel of the tab shown now."""
+        page = self.tabs.currentWidget()
+        return page.widget() if page is not None else None
 
     def show_view(self, key: str) -> bool:
         if key not in self.views:
             return False
-        self.tabs.setCurrentWidget(self.views[key])
+        self.tabs.setCurrentIndex(list(self.views).index(key))
         return True
 
     def _build_toolbar(self) -> None:
@@ -552,7 +563,7 @@ class MainWindow(QMainWindow):
             self.load_model(ModelRequest(name=arch, checkpoint=path))
 
     def export_view(self, path: str | Path, window: bool = False) -> bool:
-        widget = self if window else self.tabs.currentWidget()
+        widget = self if window else self.current_view()
         ok = widget.grab().save(str(path))
         self.statusBar().showMessage(f"saved {path}" if ok else f"could not save {path}", 5000)
         return ok

@@ -16,7 +16,7 @@ def add_panels(window) -> None:
     window.live_panel = add_live_view(window)
     window.lstm_panel = add_lstm_view(window)
     window.refresh_view_menu()
-    window.resizeDocks([window.layers_dock, window.input_dock], [380, 300], Qt.Horizontal)
+    window.resizeDocks([window.layers_dock, window.input_dock], [440, 300], Qt.Horizontal)
 
 
 def add_lstm_view(window):
@@ -31,7 +31,7 @@ def add_lstm_view(window):
 
     def ensure_loaded(_index: int = -1) -> None:
         # the layer table and the image input say nothing about a text model: make room while it is shown
-        on_lstm = window.tabs.currentWidget() is panel
+        on_lstm = window.current_view() is panel
         for dock in (window.layers_dock, window.input_dock):
             if on_lstm:
                 docks_shown.setdefault(dock, dock.isVisible())
@@ -60,7 +60,7 @@ def add_attribution_view(window):
 
     def compute_when_shown(_index: int = -1) -> None:
         # the first look at the tab shows a map at once (the default method is a fast gradient method)
-        if window.tabs.currentWidget() is panel and panel.result is None and not panel.busy:
+        if window.current_view() is panel and panel.result is None and not panel.busy:
             panel.compute()
 
     window.tabs.currentChanged.connect(compute_when_shown)
