@@ -33,6 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--budget-min", type=float, default=None, help="stop after this many minutes")
     p.add_argument("--resume", action="store_true",
                    help="resume from OUT's training state (saved every few minutes and at the end)")
+    p.add_argument("--init", default=None, metavar="MODEL",
+                   help="fine-tune: start from this model's weights and vocabulary (bundled or FILE); "
+                        "--cell, --layers, --hidden, --embedding and --min-count are then taken from it")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
     add_json_arg(p)
@@ -116,7 +119,7 @@ def _replay(args: argparse.Namespace):
 def cmd_train(args: argparse.Namespace) -> int:
     import torch  # noqa: PLC0415
 
-    from explorer.core.rnn import CharRNNConfig, save_char_rnn  # noqa: PLC0415
+    from explorer.core.rnn import CharRNNConfig, load_char_rnn, save_char_rnn  # noqa: PLC0415
     from explorer.core.rnn_train import (TrainSettings, evaluate_bpc, join_texts,  # noqa: PLC0415
                                          load_training_state, new_char_rnn, read_texts, train_steps)
 
@@ -132,8 +135,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     resume = None
     state_path = args.out.with_suffix(args.out.suffix + ".state")
+    extra = {"trained_on": [str(p) for p in args.text]}
     if args.resume and state_path.is_file():
         model, resume = load_training_state(state_path)
+    elif args.init:
+        model = load_char_rnn(args.init)
+        extra["initialised_from"] = str(args.init)
     else:
         config = CharRNNConfig(args.cell, args.layers, args.hidden, args.embedding or None)
         model = new_char_rnn(texts, config, min_count=args.min_count)
@@ -144,7 +151,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     for last in train_steps(model, join_texts(texts), settings, resume=resume, state_path=state_path):
         progress(min(int(last.fraction * 1000), 999), 1000)
     progress(1000, 1000)
-    extra = {"trained_on": [str(p) for p in args.text]}
     result = {"out": str(args.out), "steps": last.step if last else 0,
               "train_bpc": round(last.train_bpc, 4) if last else None, "vocab_size": len(model.vocab)}
     if held:

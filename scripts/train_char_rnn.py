@@ -7,6 +7,7 @@ resumed: the whole state (weights, optimiser, step) is saved every few minutes t
 
     python scripts/train_char_rnn.py                      # ~65 minutes on one CPU core
     python scripts/train_char_rnn.py --budget-min 5 --out /tmp/small.pt
+    python scripts/train_char_rnn.py --init resources/models/char_rnn_python.pt --threads 2   # continue
 """
 from __future__ import annotations
 
@@ -21,15 +22,28 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from explorer.core.rnn import CharRNNConfig, save_char_rnn  # noqa: E402
+from explorer.core.rnn import CharRNNConfig, load_char_rnn, read_char_rnn_payload, save_char_rnn  # noqa: E402
 from explorer.core.rnn_train import (TrainSettings, evaluate_bpc, join_texts, load_training_state,  # noqa: E402
                                      new_char_rnn, read_texts, train_steps)
 
 
-def stdlib_files(folder: Path) -> tuple[list[Path], list[Path]]:
-    files = sorted(p for p in folder.glob("*.py") if p.is_file())
-    train = [p for k, p in enumerate(files) if k % 10 != 7]
-    held_out = [p for k, p in enumerate(files) if k % 10 == 7]
+SKIPPED_PACKAGES = {"site-packages", "pydoc_data", "encodings"}  # installed packages; generated tables and docs
+
+
+def stdlib_files(folder: Path, corpus: str = "all") -> tuple[list[Path], list[Path]]:
+    """Training and held-out files, both sorted by path.
+
+    The held-out files are every tenth ``*.py`` file directly in the standard library folder (index % 10 == 7).
+    ``corpus="top"`` trains on the other top-level files only; ``"all"`` also on every ``*.py`` file in the
+    standard library's packages, its tests included (about 8 times more text), except installed packages
+    and the generated ``encodings`` tables and ``pydoc_data``.
+    """
+    top = sorted(p for p in folder.glob("*.py") if p.is_file())
+    held_out = [p for k, p in enumerate(top) if k % 10 == 7]
+    train = [p for k, p in enumerate(top) if k % 10 != 7]
+    if corpus == "all":
+        train += sorted(p for p in folder.glob("*/**/*.py")
+                        if p.is_file() and p.relative_to(folder).parts[0] not in SKIPPED_PACKAGES)
     return train, held_out
 
 
@@ -39,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "resources" / "models" / "char_rnn_python.pt")
     parser.add_argument("--state", type=Path, default=ROOT / "build" / "char_rnn_python.state.pt",
                         help="resumable training state (resumed from when it exists)")
+    parser.add_argument("--corpus", choices=("all", "top"), default="all",
+                        help="all: the whole standard library (default); top: its top-level modules only")
     parser.add_argument("--budget-min", type=float, default=65.0, help="wall-clock budget in minutes")
     parser.add_argument("--epochs", type=float, default=50.0)
     parser.add_argument("--layers", type=int, default=2)
@@ -48,21 +64,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--init", type=Path, default=None,
+                        help="start from this char-RNN checkpoint's weights (and vocabulary) instead of at random")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    train_files, held_files = stdlib_files(args.stdlib)
+    train_files, held_files = stdlib_files(args.stdlib, args.corpus)
     train_texts, held_texts = read_texts(train_files), read_texts(held_files)
     train_text, held_text = join_texts(train_texts), join_texts(held_texts)
     print(f"{len(train_files)} training files ({len(train_text):,} chars), {len(held_files)} held out "
           f"({len(held_text):,} chars): {', '.join(p.name for p in held_files)}", flush=True)
     settings = TrainSettings(epochs=args.epochs, seq_len=args.seq_len, batch=args.batch, lr=args.lr,
                              time_budget_s=args.budget_min * 60, checkpoint_every_s=180)
-    resume = None
+    resume, init_info = None, None
     if args.state.is_file():
         model, resume = load_training_state(args.state)
+        init_info = read_char_rnn_payload(args.state).get("initialised_from")
         print(f"resuming from {args.state} at step {resume['step']} ({resume['elapsed_s'] / 60:.1f} min)",
               flush=True)
+    elif args.init is not None:
+        model = load_char_rnn(args.init)
+        before = read_char_rnn_payload(args.init)
+        init_info = {"file": args.init.name, **{k: before.get(k) for k in ("train_steps", "train_minutes", "heldout_bpc")}}
+        print(f"starting from the weights of {args.init}", flush=True)
     else:
         model = new_char_rnn(train_texts, CharRNNConfig("lstm", args.layers, args.hidden, args.embedding),
                              min_count=20)
@@ -70,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     last_eval = t0
     progress = None
-    for progress in train_steps(model, train_text, settings, resume=resume, state_path=args.state):
+    extra = {"initialised_from": init_info} if init_info else None
+    for progress in train_steps(model, train_text, settings, resume=resume, state_path=args.state,
+                                extra=extra):
         if progress.step % 100 == 0:
             print(f"step {progress.step}/{progress.total_steps} epoch {progress.epoch:.2f} "
                   f"train {progress.train_bpc:.3f} bpc, {progress.elapsed_s / 60:.1f} min, "
@@ -84,10 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"held-out bits per character: {bpc:.3f} ({len(held_files)} files, {len(held_text):,} chars)",
           flush=True)
     save_char_rnn(model, args.out, extra={
-        "trained_on": "Python standard library source (*.py, sorted, index % 10 != 7)",
+        "trained_on": f"Python standard library source ({args.corpus}; held out: top-level *.py, sorted, index % 10 == 7)",
         "heldout_files": [p.name for p in held_files], "heldout_bpc": bpc,
         "train_steps": progress.step if progress else None,
-        "train_minutes": progress.elapsed_s / 60 if progress else None})
+        "train_minutes": progress.elapsed_s / 60 if progress else None, **(extra or {})})
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB)", flush=True)
     return 0
 

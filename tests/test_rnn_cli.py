@@ -116,6 +116,29 @@ def test_train_writes_a_loadable_model(tmp_path, capsys):
     assert again["steps"] > data["steps"]
 
 
+def test_train_init_fine_tunes_an_existing_model(tmp_path, capsys):
+    (tmp_path / "a.py").write_text(QUOTE_TEXT * 40)
+    base = tmp_path / "base.pt"
+    assert main(["lstm", "train", "--text", str(tmp_path / "a.py"), "--out", str(base), "--hidden", "16",
+                 "--epochs", "15", "--seq-len", "32", "--batch", "4", "--threads", "1", "--json"]) == 0
+    trained = json.loads(capsys.readouterr().out)
+    short = ["--text", str(tmp_path / "a.py"), "--epochs", "0.2", "--seq-len", "32", "--batch", "4",
+             "--threads", "1", "--hidden", "16", "--json"]
+    assert main(["lstm", "train", *short, "--out", str(tmp_path / "fresh.pt")]) == 0
+    fresh = json.loads(capsys.readouterr().out)
+    # --hidden 99 is ignored: the architecture and vocabulary come from the initial model
+    assert main(["lstm", "train", *short, "--hidden", "99", "--init", str(base),
+                 "--out", str(tmp_path / "tuned.pt")]) == 0
+    tuned = json.loads(capsys.readouterr().out)
+    base_model, tuned_model = load_char_rnn(base), load_char_rnn(tmp_path / "tuned.pt")
+    assert tuned_model.config == base_model.config and tuned_model.vocab == base_model.vocab
+    assert tuned_model.info["initialised_from"] == str(base)
+    # the fine-tuned run starts where the base model ended, far below a fresh start after the same steps
+    assert tuned["steps"] == fresh["steps"]
+    assert tuned["train_bpc"] < fresh["train_bpc"] - 0.5
+    assert abs(tuned["train_bpc"] - trained["train_bpc"]) < 0.5
+
+
 @pytest.mark.parametrize("argv, message", [
     (["lstm", "activations", "--model", "{tmp}/nope.pt", "--text", "{tmp}/code.py", "--out", "{tmp}/a.npz"],
      "no such model file"),
