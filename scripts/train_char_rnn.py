@@ -1,13 +1,19 @@
 """Train the bundled char-LSTM on the Python standard library's own source code.
 
-Files are picked deterministically (the ``*.py`` files directly in the standard library folder, sorted
-by name); every tenth file (index % 10 == 7) is held out and the bits per character on those files are
-printed at the end and stored in the checkpoint. Training stops after a wall-clock budget and can be
-resumed: the whole state (weights, optimiser, step) is saved every few minutes to ``--state``.
+Files are picked deterministically: every tenth ``*.py`` file directly in the standard library folder
+(sorted by name, index % 10 == 7) is held out; the model trains on the other files of the whole standard
+library, its packages and tests included (``--corpus all``; ``--corpus top``: the top-level modules only).
+The bits per character on the held-out files are printed every ten minutes and at the end and stored in the
+checkpoint. Training stops after a wall-clock budget and can be resumed: the whole state (weights,
+optimiser, step) is saved every few minutes to ``--state``.
 
-    python scripts/train_char_rnn.py                      # ~65 minutes on one CPU core
-    python scripts/train_char_rnn.py --budget-min 5 --out /tmp/small.pt
-    python scripts/train_char_rnn.py --init resources/models/char_rnn_python.pt --threads 2   # continue
+How the bundled model was made (docs/lstm.md; about 3 hours on a 2-core CPU in all):
+
+    python scripts/train_char_rnn.py --corpus top --budget-min 70            # first run, one core
+    python scripts/train_char_rnn.py --init resources/models/char_rnn_python.pt --threads 2 --budget-min 120 \
+        --lr 2e-3 --state build/second.state.pt                               # then on everything
+
+    python scripts/train_char_rnn.py --budget-min 5 --out /tmp/small.pt      # a quick small try
 """
 from __future__ import annotations
 
