@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="all: the whole standard library (default); top: its top-level modules only")
     parser.add_argument("--budget-min", type=float, default=65.0, help="wall-clock budget in minutes")
     parser.add_argument("--epochs", type=float, default=50.0)
+    parser.add_argument("--cell", choices=("lstm", "gru", "rnn"), default="lstm",
+                        help="recurrent cell of a new model (ignored with --init or a resumed --state)")
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--hidden", type=int, default=192)
     parser.add_argument("--embedding", type=int, default=48)
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         init_info = {"file": args.init.name, **{k: before.get(k) for k in ("train_steps", "train_minutes", "heldout_bpc")}}
         print(f"starting from the weights of {args.init}", flush=True)
     else:
-        model = new_char_rnn(train_texts, CharRNNConfig("lstm", args.layers, args.hidden, args.embedding),
+        model = new_char_rnn(train_texts, CharRNNConfig(args.cell, args.layers, args.hidden, args.embedding),
                              min_count=20)
     print(f"vocab {len(model.vocab)}, {sum(p.numel() for p in model.parameters()):,} parameters", flush=True)
     t0 = time.monotonic()
