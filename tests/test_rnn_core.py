@@ -1,13 +1,16 @@
 """Char-RNN core: gate-level replay against PyTorch's own modules, the checkpoint format, sampling."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from rnn_fixtures import QUOTE_TEXT, VOCAB, random_char_rnn
 
+from explorer.core import rnn_cells
 from explorer.core.errors import InputError, ModelLoadError
-from explorer.core.rnn import (FORMAT, QUANTITIES, CharRNN, CharRNNConfig, gate_saturation, load_char_rnn, replay,
+from explorer.core.rnn import (BUNDLED_CHAR_RNNS, FORMAT, QUANTITIES, CharRNN, CharRNNConfig, gate_saturation, load_char_rnn, replay,
                                sample, save_char_rnn)
 
 TEXT = QUOTE_TEXT * 3
@@ -171,3 +174,16 @@ def test_sampling_is_reproducible_and_greedy_at_zero_temperature():
 def test_empty_text_is_an_input_error():
     with pytest.raises(InputError):
         replay(random_char_rnn(), "")
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLED_CHAR_RNNS))
+def test_bundled_char_rnns_replay_exactly_and_predict_python(name):
+    """Each bundled model loads by name, its replay matches its own module, and it has learnt Python."""
+    model = load_char_rnn(name)
+    text = Path(rnn_cells.__file__).read_text(encoding="utf-8")[:4000]
+    rep = replay(model, text)
+    out, _ = _module_outputs(model, text)
+    np.testing.assert_allclose(rep.layers[-1]["h"], out, atol=1e-5)
+    targets = model.encode(text[1:]).numpy()
+    bits = -np.log2(rep.probs[np.arange(len(text) - 1), targets]).mean()
+    assert bits < 2.5 < np.log2(len(model.vocab))  # a model that learnt nothing would be near log2(vocab)
