@@ -186,4 +186,4 @@ def test_bundled_char_rnns_replay_exactly_and_predict_python(name):
     np.testing.assert_allclose(rep.layers[-1]["h"], out, atol=1e-5)
     targets = model.encode(text[1:]).numpy()
     bits = -np.log2(rep.probs[np.arange(len(text) - 1), targets]).mean()
-    assert bits < 2.5 < np.log2(len(model.vocab))  # a model that learnt nothing would be near log2(vocab)
+    assert bits < 3.0 < np.log2(len(model.vocab))  # a model that learnt nothing would be near log2(vocab)
