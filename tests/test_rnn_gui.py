@@ -136,3 +136,13 @@ def test_large_text_paints_only_visible_lines(panel, qtbot, tmp_path):
 def test_export_png(panel, tmp_path):
     out = tmp_path / "panel.png"
     assert panel.export_png(out) and out.stat().st_size > 1000
+
+
+def test_bundled_menu_lists_and_loads_every_bundled_char_rnn(panel):
+    from explorer.core.rnn import BUNDLED_CHAR_RNNS
+    actions = panel.bundled_button.menu().actions()
+    assert [a.text() for a in actions] == list(BUNDLED_CHAR_RNNS)
+    for action in actions:
+        action.trigger()
+        cfg = panel.model.config
+        assert panel.model_label.text().startswith(f"{action.text()}: {cfg.cell.upper()}")

@@ -14,11 +14,11 @@ import pyqtgraph as pg
 from PySide6.QtCore import QPoint, QRect, QRectF, QSize, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QColor, QFont, QFontDatabase, QFontMetricsF, QImage, QKeySequence, QPainter, QShortcut
 from PySide6.QtWidgets import (QAbstractScrollArea, QComboBox, QDoubleSpinBox, QFileDialog, QHBoxLayout,
-                               QLabel, QPlainTextEdit, QPushButton, QSpinBox, QSplitter, QTabWidget, QToolTip,
-                               QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
+                               QLabel, QMenu, QPlainTextEdit, QPushButton, QSpinBox, QSplitter, QTabWidget,
+                               QToolButton, QToolTip, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
 from explorer.core.errors import ExplorerError
-from explorer.core.rnn import QUANTITIES, CharRNN, load_char_rnn, sample_steps, top_next_chars
+from explorer.core.rnn import BUNDLED_CHAR_RNNS, DEFAULT_CHAR_RNN, QUANTITIES, CharRNN, load_char_rnn, sample_steps, top_next_chars
 from explorer.core.rnn_cells import CellRef, TextAnalysis, analyse_text_steps, cell_values, selection_search
 from explorer.core.rnn_render import LUT, display_values, heat_strip, line_offsets, text_color_for, value_colors
 from explorer.gui.workers import Task, TaskRunner
@@ -330,8 +330,14 @@ class LstmPanel(QWidget):
         self.model_label = QLabel("no model")
         open_model = QPushButton("Model…")
         open_model.clicked.connect(self._choose_model)
-        bundled = QPushButton("Bundled")
+        bundled = QToolButton(text="Bundled", popupMode=QToolButton.ToolButtonPopupMode.MenuButtonPopup)
+        bundled.setToolTip(f"Load the bundled {DEFAULT_CHAR_RNN} model; the arrow lists every bundled char-RNN")
         bundled.clicked.connect(self._load_bundled)
+        menu = QMenu(bundled)
+        for name in BUNDLED_CHAR_RNNS:
+            menu.addAction(name, lambda name=name: self.load_model(name))
+        bundled.setMenu(menu)
+        self.bundled_button = bundled
         open_text = QPushButton("Open text…")
         open_text.clicked.connect(self._choose_text)
         self.layer_box = QComboBox()
