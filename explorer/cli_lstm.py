@@ -10,6 +10,8 @@ import numpy as np
 from explorer.cli import CommandError, add_json_arg, cli_progress, emit
 
 
+MODEL_HELP = "bundled (the LSTM), python-gru (the bundled GRU) or a char-RNN checkpoint file"
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     lstm = subparsers.add_parser(
         "lstm", help="character-level LSTM/GRU/RNN language models: train, gates, cells, render, sample",
@@ -73,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.set_defaults(func=func)
 
     p = sub.add_parser("sample", help="let the model write")
-    p.add_argument("--model", default="bundled", help="bundled or a char-RNN checkpoint file")
+    p.add_argument("--model", default="bundled", help=MODEL_HELP)
     p.add_argument("--prime", default="", help="text the model reads first")
     p.add_argument("--length", type=int, default=300)
     p.add_argument("--temperature", type=float, default=0.8)
@@ -83,7 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_model_text_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="bundled", help="bundled or a char-RNN checkpoint file")
+    p.add_argument("--model", default="bundled", help=MODEL_HELP)
     p.add_argument("--text", required=True, type=Path, help="text file the model reads")
 
 

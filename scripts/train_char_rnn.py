@@ -13,6 +13,8 @@ How the bundled model was made (docs/lstm.md; about 3 hours on a 2-core CPU in a
     python scripts/train_char_rnn.py --init resources/models/char_rnn_python.pt --threads 2 --budget-min 120 \
         --lr 2e-3 --state build/second.state.pt                               # then on everything
 
+    python scripts/train_char_rnn.py --cell gru --budget-min 105 --lr 3e-3 --seq-len 256 \
+        --out resources/models/char_gru_python.pt                             # the bundled GRU, one thread
     python scripts/train_char_rnn.py --budget-min 5 --out /tmp/small.pt      # a quick small try
 """
 from __future__ import annotations

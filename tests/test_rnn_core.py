@@ -1,6 +1,7 @@
 """Char-RNN core: gate-level replay against PyTorch's own modules, the checkpoint format, sampling."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -183,7 +184,15 @@ def test_bundled_char_rnns_replay_exactly_and_predict_python(name):
     text = Path(rnn_cells.__file__).read_text(encoding="utf-8")[:4000]
     rep = replay(model, text)
     out, _ = _module_outputs(model, text)
-    np.testing.assert_allclose(rep.layers[-1]["h"], out, atol=1e-5)
+    np.testing.assert_allclose(rep.layers[-1]["h"][:150], out[:150], atol=1e-5)
+    # Over 4,000 steps a trained model meets inputs where float32 itself is off by about 1e-5 (the bundled
+    # GRU: nn.GRU in float32 differs from nn.GRU in float64 by 1.14e-5 at step 190), so the whole replay is
+    # held to the float64 module: it must be as close to it as PyTorch's own float32 module is.
+    rnn64 = copy.deepcopy(model.rnn).double()
+    with torch.no_grad():
+        out64 = rnn64(model.embed(model.encode(text)).unsqueeze(0).double())[0][0].numpy()
+    torch_error = np.abs(out - out64).max()
+    assert np.abs(rep.layers[-1]["h"] - out64).max() <= max(1e-5, 1.5 * torch_error)
     targets = model.encode(text[1:]).numpy()
     bits = -np.log2(rep.probs[np.arange(len(text) - 1), targets]).mean()
     assert bits < 3.0 < np.log2(len(model.vocab))  # a model that learnt nothing would be near log2(vocab)

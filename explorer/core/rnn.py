@@ -35,7 +35,8 @@ QUANTITIES = {"lstm": ("h", "c", "i", "f", "g", "o"), "gru": ("h", "r", "z", "n"
 GATES = {"lstm": ("i", "f", "o"), "gru": ("r", "z"), "rnn": ()}  # sigmoid gates, for saturation
 UNKNOWN_CHAR = "\ufffd"
 RESOURCES = Path(__file__).resolve().parents[2] / "resources"
-BUNDLED_CHAR_RNNS = {"python": RESOURCES / "models" / "char_rnn_python.pt"}
+BUNDLED_CHAR_RNNS = {"python": RESOURCES / "models" / "char_rnn_python.pt",
+                     "python-gru": RESOURCES / "models" / "char_gru_python.pt"}
 DEFAULT_CHAR_RNN = "python"
 
 
