@@ -12,6 +12,7 @@ from explorer.cli import CommandError, add_json_arg, cli_progress, emit
 
 MODEL_HELP = "bundled (the LSTM), python-gru (the bundled GRU) or a char-RNN checkpoint file"
 
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     lstm = subparsers.add_parser(
         "lstm", help="character-level LSTM/GRU/RNN language models: train, gates, cells, render, sample",

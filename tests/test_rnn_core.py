@@ -11,8 +11,8 @@ from rnn_fixtures import QUOTE_TEXT, VOCAB, random_char_rnn
 
 from explorer.core import rnn_cells
 from explorer.core.errors import InputError, ModelLoadError
-from explorer.core.rnn import (BUNDLED_CHAR_RNNS, FORMAT, QUANTITIES, CharRNN, CharRNNConfig, gate_saturation, load_char_rnn, replay,
-                               sample, save_char_rnn)
+from explorer.core.rnn import (BUNDLED_CHAR_RNNS, FORMAT, QUANTITIES, CharRNN, CharRNNConfig, gate_saturation,
+                               load_char_rnn, replay, sample, save_char_rnn)
 
 TEXT = QUOTE_TEXT * 3
 

@@ -139,10 +139,13 @@ def test_export_png(panel, tmp_path):
 
 
 def test_bundled_menu_lists_and_loads_every_bundled_char_rnn(panel):
-    from explorer.core.rnn import BUNDLED_CHAR_RNNS
+    from explorer.core.rnn import BUNDLED_CHAR_RNNS, load_char_rnn
     actions = panel.bundled_button.menu().actions()
-    assert [a.text() for a in actions] == list(BUNDLED_CHAR_RNNS)
+    assert [a.data() for a in actions] == list(BUNDLED_CHAR_RNNS)
     for action in actions:
         action.trigger()
-        cfg = panel.model.config
-        assert panel.model_label.text().startswith(f"{action.text()}: {cfg.cell.upper()}")
+        expected = load_char_rnn(action.data())
+        assert panel.model.config == expected.config and panel.model.vocab == expected.vocab
+        cfg = expected.config
+        assert action.text() == f"{action.data()}: {cfg.cell.upper()} {cfg.num_layers}×{cfg.hidden_size}"
+        assert panel.model_label.text().startswith(f"{action.data()}: {cfg.cell.upper()}")

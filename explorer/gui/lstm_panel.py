@@ -18,7 +18,8 @@ from PySide6.QtWidgets import (QAbstractScrollArea, QComboBox, QDoubleSpinBox, Q
                                QToolButton, QToolTip, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
 from explorer.core.errors import ExplorerError
-from explorer.core.rnn import BUNDLED_CHAR_RNNS, DEFAULT_CHAR_RNN, QUANTITIES, CharRNN, load_char_rnn, sample_steps, top_next_chars
+from explorer.core.rnn import (BUNDLED_CHAR_RNNS, DEFAULT_CHAR_RNN, QUANTITIES, CharRNN, load_char_rnn,
+                               read_char_rnn_payload, sample_steps, top_next_chars)
 from explorer.core.rnn_cells import CellRef, TextAnalysis, analyse_text_steps, cell_values, selection_search
 from explorer.core.rnn_render import LUT, display_values, heat_strip, line_offsets, text_color_for, value_colors
 from explorer.gui.workers import Task, TaskRunner
@@ -303,6 +304,15 @@ class HeatStrip(QWidget):
 # The panel
 
 
+def _bundled_label(name: str, path: Path) -> str:
+    """Menu text for a bundled char-RNN: its name and architecture, read from the checkpoint."""
+    try:
+        cfg = read_char_rnn_payload(path)["config"]
+        return f"{name}: {cfg['cell'].upper()} {cfg['num_layers']}×{cfg['hidden_size']}"
+    except (ExplorerError, KeyError, TypeError):
+        return f"{name} (missing)"
+
+
 class LstmPanel(QWidget):
     """Explore a character-level LSTM/GRU/RNN: which cells light up where, and what the model predicts."""
 
@@ -331,11 +341,13 @@ class LstmPanel(QWidget):
         open_model = QPushButton("Model…")
         open_model.clicked.connect(self._choose_model)
         bundled = QToolButton(text="Bundled", popupMode=QToolButton.ToolButtonPopupMode.MenuButtonPopup)
-        bundled.setToolTip(f"Load the bundled {DEFAULT_CHAR_RNN} model; the arrow lists every bundled char-RNN")
+        bundled.setToolTip(f"Load the default bundled char-RNN ({DEFAULT_CHAR_RNN}); the arrow picks another: "
+                           f"{', '.join(BUNDLED_CHAR_RNNS)}")
         bundled.clicked.connect(self._load_bundled)
         menu = QMenu(bundled)
-        for name in BUNDLED_CHAR_RNNS:
-            menu.addAction(name, lambda name=name: self.load_model(name))
+        for name, path in BUNDLED_CHAR_RNNS.items():
+            action = menu.addAction(_bundled_label(name, path), lambda name=name: self.load_model(name))
+            action.setData(name)
         bundled.setMenu(menu)
         self.bundled_button = bundled
         open_text = QPushButton("Open text…")
