@@ -58,9 +58,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch  # noqa: PLC0415
 
-    from explorer.core.rnn import load_char_rnn, replay  # noqa: PLC0415
-    from explorer.core.rnn_cells import cell_search, cell_values, indicator_sequences  # noqa: PLC0415
-    from explorer.core.rnn_render import display_values, render_html, value_colors  # noqa: PLC0415
+    from explorer.core.rnn.model import load_char_rnn  # noqa: PLC0415
+    from explorer.core.rnn.replay import replay  # noqa: PLC0415
+    from explorer.core.rnn.cells import cell_search, cell_values, indicator_sequences  # noqa: PLC0415
+    from explorer.core.rnn.render import display_values, render_html, value_colors  # noqa: PLC0415
 
     torch.set_num_threads(args.threads)
     model = load_char_rnn(args.model)
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_gui:
         from PySide6.QtWidgets import QApplication  # noqa: PLC0415
 
-        from explorer.gui.lstm_panel import CellTextView  # noqa: PLC0415
+        from explorer.gui.panels.lstm import CellTextView  # noqa: PLC0415
 
         app = QApplication.instance() or QApplication([])
         view = CellTextView()

@@ -67,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtWidgets import QApplication  # noqa: PLC0415
 
     from explorer.core.models import load_bundled_model, load_zoo_model  # noqa: PLC0415
-    from explorer.core.device import resolve_device  # noqa: PLC0415
-    from explorer.gui.live_panel import LivePanel  # noqa: PLC0415
+    from explorer.core.models.device import resolve_device  # noqa: PLC0415
+    from explorer.gui.panels.live import LivePanel  # noqa: PLC0415
 
     tmp = tempfile.TemporaryDirectory()
     video = Path(args.video) if args.video else make_video(Path(tmp.name))

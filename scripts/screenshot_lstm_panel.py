@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtCore import QEventLoop, QTimer  # noqa: PLC0415
     from PySide6.QtWidgets import QApplication  # noqa: PLC0415
 
-    from explorer.gui.lstm_panel import LstmPanel  # noqa: PLC0415
+    from explorer.gui.panels.lstm import LstmPanel  # noqa: PLC0415
 
     app = QApplication.instance() or QApplication([])
     panel = LstmPanel()

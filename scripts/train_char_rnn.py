@@ -30,8 +30,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from explorer.core.rnn import CharRNNConfig, load_char_rnn, read_char_rnn_payload, save_char_rnn  # noqa: E402
-from explorer.core.rnn_train import (TrainSettings, evaluate_bpc, join_texts, load_training_state,  # noqa: E402
+from explorer.core.rnn.model import CharRNNConfig, load_char_rnn, read_char_rnn_payload, save_char_rnn  # noqa: E402
+from explorer.core.rnn.train import (TrainSettings, evaluate_bpc, join_texts, load_training_state,  # noqa: E402
                                      new_char_rnn, read_texts, train_steps)
 
 

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from explorer.core.shapes_data import SHAPE_CLASSES, generate_batch  # noqa: E402
-from explorer.core.shapes_net import (SHAPES_FORMAT, SHAPES_INPUT_SIZE, SHAPES_MEAN,  # noqa: E402
+from explorer.core.models.shapes_data import SHAPE_CLASSES, generate_batch  # noqa: E402
+from explorer.core.models.shapes import (SHAPES_FORMAT, SHAPES_INPUT_SIZE, SHAPES_MEAN,  # noqa: E402
                                       SHAPES_STD, ShapesNet)
 
 TEST_SEED = 1_000_003

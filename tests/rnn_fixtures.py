@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from explorer.core.rnn import CharRNN, CharRNNConfig
+from explorer.core.rnn.model import CharRNN, CharRNNConfig
 
 VOCAB = list("\n \"#'()+,.:=[]_abcdefghijklmnopqrstuvwxyz0123456789")
 QUOTE_TEXT = ('x = "abc" + y\nprint("hello world", z)\nname = "q" if a else b\n'

@@ -11,20 +11,20 @@ import pytest
 from PIL import Image
 
 from explorer.cli import main
-from explorer.core.shapes_data import generate_shape
+from explorer.core.models.shapes_data import generate_shape
 
 MODEL = ["--model", "resnet18", "--weights", "none", "--input-size", "32", "--device", "cpu"]
 
 
 @pytest.fixture(autouse=True)
 def _checkpoint_module(monkeypatch):
-    """load_model imports explorer.core.checkpoint, which lives on another branch until it is merged."""
+    """load_model imports explorer.core.models.checkpoint, which lives on another branch until it is merged."""
     try:
-        importlib.import_module("explorer.core.checkpoint")
+        importlib.import_module("explorer.core.models.checkpoint")
     except ModuleNotFoundError:
-        stub = types.ModuleType("explorer.core.checkpoint")
+        stub = types.ModuleType("explorer.core.models.checkpoint")
         stub.load_checkpoint = lambda *a, **k: None
-        monkeypatch.setitem(sys.modules, "explorer.core.checkpoint", stub)
+        monkeypatch.setitem(sys.modules, "explorer.core.models.checkpoint", stub)
 
 
 @pytest.fixture
@@ -86,12 +86,13 @@ def test_bench_attribution_reports_both_times_and_the_difference(capsys):
 
 
 def test_bench_subcommands_are_registrable():
-    from explorer import cli, cli_bench
+    from explorer import cli
+    from explorer.cli import bench
 
     seen = []
-    cli_bench.register_bench("dummy", lambda p: p.set_defaults(func=lambda a: seen.append(a.bench_command)))
+    bench.BENCHES["dummy"] = ("a dummy", "", lambda p: p.set_defaults(func=lambda a: seen.append(a.bench_command)))
     try:
         assert main(["bench", "dummy"]) == 0 and seen == ["dummy"]
     finally:
-        del cli_bench.BENCHES["dummy"]
-    assert "attribution" in cli_bench.BENCHES and "explorer.cli_bench" in cli.SUBCOMMAND_MODULES
+        del bench.BENCHES["dummy"]
+    assert {"attribution", "live"} <= set(bench.BENCHES) and bench in cli.SUBCOMMANDS

@@ -12,10 +12,10 @@ from explorer.core.attribution.occlusion import OcclusionSettings, occlusion
 from explorer.core.attribution.target import Target
 from explorer.core.models import InputSpec, LoadedModel
 from explorer.core.preprocess import image_to_tensor, tensor_to_image
-from explorer.core.shapes_data import SHAPE_CLASSES, generate_shape
+from explorer.core.models.shapes_data import SHAPE_CLASSES, generate_shape
 
 pytest.importorskip("pytestqt")
-from explorer.gui.attribution_panel import AttributionPanel  # noqa: E402
+from explorer.gui.panels.attribution import AttributionPanel  # noqa: E402
 
 
 class TinyNet(nn.Module):
@@ -88,7 +88,7 @@ def test_occlusion_streams_partial_maps_then_shows_the_exact_map(qtbot, panel, c
     panel.task_started = None
     with qtbot.waitSignal(panel.result_ready, timeout=60000):
         panel.compute()
-        panel.task.signals.progress.connect(lambda s: steps.append(s.done))
+        panel.task.signals.yielded.connect(lambda s: steps.append(s.done))
     expected = occlusion(loaded.module, x, Target.for_unit("conv2", 3),
                          OcclusionSettings(window=8, stride=4, baseline="zero", progressive=False))
     np.testing.assert_allclose(panel.pane.overlay_item.image, expected.map[0].numpy(), rtol=1e-5, atol=1e-6)
@@ -104,7 +104,7 @@ def test_cancel_stops_occlusion_and_keeps_the_partial_map(qtbot, panel):
     panel.stride.setValue(1)  # 2025 windows: far more than the test waits for
     first = []
     panel.compute()
-    panel.task.signals.progress.connect(lambda s: first.append(s) if len(first) == 0 else None)
+    panel.task.signals.yielded.connect(lambda s: first.append(s) if len(first) == 0 else None)
     qtbot.waitUntil(lambda: len(first) > 0, timeout=30000)
     with qtbot.waitSignal(panel.task.signals.done, timeout=30000):
         panel.cancel()

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from explorer.core.attribution import incremental, occlusion as occ
+from explorer.core.steps import drive
 from explorer.core.attribution.occlusion import (OcclusionSettings, make_baseline, occlusion, occlusion_sweep,
                                                  window_positions)
 from explorer.core.attribution.target import Target
@@ -167,7 +168,7 @@ def test_sweep_streams_partial_maps_and_stops_when_cancelled():
     first = next(sweep)
     second = next(sweep)
     assert (first.done, second.done, first.total) == (8, 16, 49)
-    assert first.partial_map.shape == (3, 32, 32) and not first.finished
+    assert first.partial_map.shape == (3, 32, 32) and first.done < first.total
     assert float(first.partial_map.abs().sum()) > 0
     sweep.close()
     calls = [b for b in model.batches if isinstance(b, int)]  # (tracing the model appends a proxy)
@@ -183,9 +184,12 @@ def test_progressive_mode_starts_coarse_and_ends_with_the_exact_map():
     model = _vgg_like()
     x = torch.randn(1, 3, 32, 32)
     target = Target.for_class(0)
-    steps = list(occlusion_sweep(model, x, target,
-                                 OcclusionSettings(min_saving=0, window=8, stride=4, batch_size=8, progressive=True)))
-    assert steps[0].stage == "coarse" and steps[-1].stage == "refine" and steps[-1].finished
+    sweep = occlusion_sweep(model, x, target,
+                            OcclusionSettings(min_saving=0, window=8, stride=4, batch_size=8, progressive=True))
+    steps = []
+    result = drive(sweep, steps.append)
+    assert steps[0].stage == "coarse" and steps[-1].stage == "refine" and steps[-1].done == steps[-1].total
+    torch.testing.assert_close(result.map, steps[-1].partial_map)
     coarse_total = steps[0].total
     assert coarse_total == math.ceil((32 - 8) / 8 + 1) ** 2
     _close(steps[-1].partial_map, naive_occlusion(model, x, target, 8, 4, torch.zeros_like(x)))

@@ -21,7 +21,7 @@ from explorer.core.attribution.occlusion import OcclusionSettings, occlusion
 from explorer.core.attribution.target import Target
 from explorer.core.models import BUNDLED_MODELS, load_model
 from explorer.core.preprocess import image_to_tensor
-from explorer.core.shapes_data import SHAPE_CLASSES, generate_shape
+from explorer.core.models.shapes_data import SHAPE_CLASSES, generate_shape
 
 IMAGES = 24  # four of each shape, from a seed the training script does not use
 

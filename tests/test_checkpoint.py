@@ -13,11 +13,12 @@ import torchvision
 from safetensors.torch import save_file
 from torch import nn
 
-from explorer.core.checkpoint import SHAPES_ARCH, _architecture_signature, detect_architecture, load_checkpoint
+from explorer.core.models.architecture import SHAPES_ARCH, architecture_signature, detect_architecture
+from explorer.core.models.checkpoint import load_checkpoint
 from explorer.core.errors import ModelLoadError, UntrustedCheckpointError
 from explorer.core.models import build_zoo_model, load_model, zoo_spec
-from explorer.core.shapes_data import SHAPE_CLASSES
-from explorer.core.shapes_net import SHAPES_FORMAT, ShapesNet
+from explorer.core.models.shapes_data import SHAPE_CLASSES
+from explorer.core.models.shapes import SHAPES_FORMAT, ShapesNet
 
 torch.set_num_threads(1)
 
@@ -111,14 +112,14 @@ def test_googlenet_file_with_auxiliary_heads_loads_without_them(tmp_path):
 def test_detect_architecture_tells_apart_siblings():
     # vgg11 and vgg11_bn, resnet50 and wide_resnet50_2 share layouts; names and shapes still decide.
     for arch in ("vgg11_bn", "wide_resnet50_2", "regnet_x_400mf"):
-        match = detect_architecture(_architecture_signature(arch))
+        match = detect_architecture(architecture_signature(arch))
         assert match is not None and match.arch == arch and match.num_classes is None
 
 
 def test_meta_build_of_regnet_has_the_real_models_names_and_shapes():
     # RegNet's constructor computes block widths from tensor values, which `torch.device("meta")` breaks.
     real = {k: tuple(v.shape) for k, v in build_zoo_model("regnet_x_400mf").state_dict().items()}
-    assert _architecture_signature("regnet_x_400mf") == real
+    assert architecture_signature("regnet_x_400mf") == real
 
 
 @pytest.mark.parametrize("wrapper, prefix", [("state_dict", "module."), ("model", ""),
@@ -325,7 +326,7 @@ def test_unknown_architecture_says_none_matches(tmp_path):
     torch.save(TinyNet().state_dict(), path)
     message = _one_line_error(path)
     assert message.startswith("no known architecture matches tiny.pt (4 tensors; closest: ")
-    assert message.endswith("name it with --model ARCH")
+    assert message.endswith("name its architecture")
 
 
 def test_unknown_architecture_name(tmp_path):
@@ -401,8 +402,7 @@ def test_malicious_pickle_does_not_run_without_trust(tmp_path, legacy):
     assert not marker.exists()
     message = str(info.value)
     assert message == (f"evil.pt holds pickled Python objects ({os.mkdir.__module__}.mkdir); unpickling runs code "
-                       f"from the file, so pass --trust-checkpoint (or confirm in the dialog) only if you trust "
-                       f"where it came from")
+                       f"from the file, so load it only if you trust where it came from")
 
 
 @pytest.mark.parametrize("trust", [False, True])
@@ -429,7 +429,7 @@ def test_whole_pickled_module_needs_trust(tmp_path):
     path = tmp_path / "whole.pt"
     torch.save(reference, path)
     message = _one_line_error(path)
-    assert "holds pickled Python objects (explorer.core.shapes_net.ShapesNet)" in message
+    assert "holds pickled Python objects (explorer.core.models.shapes.ShapesNet)" in message
     loaded = load_checkpoint(path, trust=True)
     assert isinstance(loaded.module, ShapesNet)
     assert loaded.source == "pickled module (trusted), architecture detected: shapes_net"

@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 from explorer.cli import main
-from explorer.core.models import RESOURCES, load_model
+from explorer.core.models import load_model
+from explorer.core.resources import RESOURCES
 from explorer.core.preprocess import load_input
 from explorer.core.probe import run_forward
 
@@ -93,7 +94,7 @@ def test_npy_input_is_accepted(capsys, tmp_path):
     (["predict", "--input", "MISSING.png"], "no such file"),
     (["activations", "--input", "IMG", "--layer", "nope", "--out", "o.npy"], "no layer named 'nope'"),
     (["layers", "--model", "resnet19"], "unknown model"),
-    (["layers", "--model", "resnet18", "--mean", "1,2"], "--mean has 2 values"),
+    (["layers", "--model", "resnet18", "--mean", "1,2"], "mean has 2 values"),
     (["layers", "--device", "gpu7"], "unknown device 'gpu7'"),
 ])
 def test_bad_input_is_one_line_and_nonzero(capsys, tmp_path, argv, fragment):

@@ -14,13 +14,13 @@ import pytest
 import torch
 import torchvision
 
-from explorer.core.download import WEIGHTS_URL_ENV, fetch_weights, iter_download, weights_cached, weights_path
+from explorer.core.models.download import WEIGHTS_URL_ENV, fetch_weights, iter_download, weights_cached, weights_path
 from explorer.core.errors import Cancelled, WeightsDownloadError
 from explorer.core.models import build_zoo_model, load_model
 
 torch.set_num_threads(1)
 
-OFFLINE_HINT = "offline? use --weights none to continue with random (untrained) weights"
+OFFLINE_HINT = "offline? continue with random (untrained) weights"  # the CLI adds "(--weights none)"
 
 
 @dataclass(frozen=True)
@@ -180,7 +180,7 @@ def test_http_error_and_timeout_are_named(server, hub):
 
 def test_connection_cut_short_leaves_nothing(server, hub):
     weights = FakeWeights("https://download.pytorch.org/short/tiny-0123abcd.pth")
-    with pytest.raises(WeightsDownloadError, match=r"cannot download tiny weights .*--weights none"):
+    with pytest.raises(WeightsDownloadError, match=r"cannot download tiny weights .*random \(untrained\) weights"):
         fetch_weights(weights, url=f"{server.url}/short/")
     assert list(hub.iterdir()) == []
 

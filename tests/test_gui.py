@@ -13,7 +13,7 @@ from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent, QImage
 from PySide6.QtWidgets import QApplication
 
-from explorer.core.models import RESOURCES
+from explorer.core.resources import RESOURCES
 from explorer.core.preprocess import image_to_tensor, load_image
 from explorer.gui.app import create_window
 from explorer.gui.main_window import ModelRequest
@@ -258,7 +258,7 @@ def test_offline_download_offers_untrained_weights(qtbot, tmp_path, monkeypatch)
     window = create_window(options(model="squeezenet1_1", weights="pretrained"), interactive=True)
     qtbot.addWidget(window)
     wait_idle(qtbot, window)
-    assert asked and "--weights none" in asked[0]
+    assert asked and "random (untrained) weights" in asked[0] and "--weights" not in asked[0]
     assert window.loaded.name == "squeezenet1_1" and not window.loaded.trained
     assert "untrained" in window.model_label.text()
     close_window(qtbot, window)
@@ -267,7 +267,7 @@ def test_offline_download_offers_untrained_weights(qtbot, tmp_path, monkeypatch)
 def test_pickled_checkpoint_needs_trust_in_a_dialog(qtbot, tmp_path, monkeypatch):
     from PySide6.QtWidgets import QMessageBox
 
-    from explorer.core.shapes_net import ShapesNet
+    from explorer.core.models.shapes import ShapesNet
 
     model = ShapesNet().eval()
     path = tmp_path / "whole_model.pt"

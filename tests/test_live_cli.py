@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-import explorer.cli_live as cli_live
+import explorer.cli.live as cli_live
 from explorer.cli import main
 
 from live_fixtures import make_video, tiny_model

@@ -10,7 +10,7 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QApplication
 
 from explorer.core.preprocess import image_to_tensor
-from explorer.gui.live_panel import LivePanel
+from explorer.gui.panels.live import LivePanel
 from explorer.sources import CameraSource
 
 from live_fixtures import layer_output, make_video, naive_layer_grid, tiny_model
@@ -201,7 +201,7 @@ def test_hidden_panel_rests_the_model(qtbot, panel, video):
 
 
 def test_live_tab_follows_the_main_window(qtbot, video):
-    from explorer.gui.live_panel import add_live_view
+    from explorer.gui.panels.live import add_live_view
     from explorer.gui.main_window import MainWindow
 
     window = MainWindow(interactive=False)

@@ -8,7 +8,7 @@ import torch
 from explorer.core.errors import ModelLoadError
 from explorer.core.models import InputSpec, load_model, read_labels_file, zoo_names, zoo_spec
 from explorer.core.preprocess import image_to_tensor
-from explorer.core.shapes_data import SHAPE_CLASSES, generate_shape
+from explorer.core.models.shapes_data import SHAPE_CLASSES, generate_shape
 
 
 def test_zoo_lists_the_classic_models():
@@ -42,7 +42,7 @@ def test_input_overrides_apply_and_are_checked(tmp_path):
                         labels_file=labels)
     assert loaded.spec.size == (96, 128) and loaded.spec.mean == (0.5, 0.5, 0.5)
     assert loaded.spec.labels[3] == "thing 3"
-    with pytest.raises(ModelLoadError, match="--mean has 2 values"):
+    with pytest.raises(ModelLoadError, match="^mean has 2 values"):
         InputSpec().with_overrides(mean=(0.1, 0.2))
 
 
@@ -85,7 +85,7 @@ def test_device_switch_moves_the_model():
     loaded = load_model("shapes", device="cpu")
     assert loaded.to("cpu").device.type == "cpu"
     assert all(p.device.type == "cpu" for p in loaded.module.parameters())
-    from explorer.core.device import available_devices, resolve_device
+    from explorer.core.models.device import available_devices, resolve_device
 
     assert available_devices()[-1] == "cpu" and resolve_device("auto").type in ("cuda", "mps", "cpu")
     if not torch.cuda.is_available():

@@ -6,8 +6,8 @@ import pytest
 from rnn_fixtures import QUOTE_TEXT, planted_quote_model, random_char_rnn
 
 from explorer.core.errors import InputError
-from explorer.core.rnn import replay
-from explorer.core.rnn_cells import (CellRef, auroc_columns, cell_search, cell_values, find_coactivation,
+from explorer.core.rnn.replay import replay
+from explorer.core.rnn.cells import (CellRef, auroc_columns, cell_search, cell_values, find_coactivation,
                                      indicator_sequences, parse_cell_ref, python_lexical_state, regex_matches,
                                      selection_search, word_starts)
 
@@ -165,7 +165,7 @@ def test_cell_refs_are_parsed_and_checked():
 
 def test_nearly_constant_cells_do_not_correlate():
     """A gate stuck at −1 (float32 noise only) must get r ≈ 0, not ±1 from cancellation."""
-    from explorer.core.rnn import Replay
+    from explorer.core.rnn.replay import Replay
     rng = np.random.default_rng(0)
     T = 50_000
     text = ("x = 'ab'  # c\n" * (T // 14 + 1))[:T]

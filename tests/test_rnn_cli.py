@@ -9,7 +9,8 @@ import torch
 from rnn_fixtures import QUOTE_TEXT, planted_quote_model, random_char_rnn
 
 from explorer.cli import main
-from explorer.core.rnn import load_char_rnn, replay, save_char_rnn
+from explorer.core.rnn.model import load_char_rnn, save_char_rnn
+from explorer.core.rnn.replay import replay
 
 
 @pytest.fixture

@@ -9,10 +9,10 @@ import pytest
 import torch
 from rnn_fixtures import QUOTE_TEXT, VOCAB, random_char_rnn
 
-from explorer.core import rnn_cells
+from explorer.core.rnn import cells as rnn_cells
 from explorer.core.errors import InputError, ModelLoadError
-from explorer.core.rnn import (BUNDLED_CHAR_RNNS, FORMAT, QUANTITIES, CharRNN, CharRNNConfig, gate_saturation,
-                               load_char_rnn, replay, sample, save_char_rnn)
+from explorer.core.rnn.model import BUNDLED_CHAR_RNNS, FORMAT, QUANTITIES, CharRNN, CharRNNConfig, load_char_rnn, sample, save_char_rnn
+from explorer.core.rnn.replay import gate_saturation, replay
 
 TEXT = QUOTE_TEXT * 3
 
@@ -76,8 +76,9 @@ def test_lstm_gates_follow_the_textbook_equations():
 def test_long_text_crosses_chunks_consistently():
     model = random_char_rnn("gru", layers=1, hidden=8)
     text = TEXT * 10
-    from explorer.core.rnn import replay_steps
-    chunked = [r for _, _, r in replay_steps(model, text, chunk=97)][-1]
+    from explorer.core.rnn.replay import replay_steps
+    from explorer.core.steps import drive
+    chunked = drive(replay_steps(model, text, chunk=97))
     whole = replay(model, text)
     np.testing.assert_allclose(chunked.layers[0]["h"], whole.layers[0]["h"], atol=1e-6)
 

@@ -9,10 +9,10 @@ pytest.importorskip("pytestqt")
 
 from rnn_fixtures import QUOTE_TEXT, planted_quote_model, random_char_rnn  # noqa: E402
 
-from explorer.core.rnn import save_char_rnn  # noqa: E402
-from explorer.core.rnn_cells import CellRef  # noqa: E402
-from explorer.core.rnn_render import LUT  # noqa: E402
-from explorer.gui.lstm_panel import LstmPanel  # noqa: E402
+from explorer.core.rnn.model import save_char_rnn  # noqa: E402
+from explorer.core.rnn.cells import CellRef  # noqa: E402
+from explorer.core.rnn.render import LUT  # noqa: E402
+from explorer.gui.panels.lstm import LstmPanel  # noqa: E402
 
 
 def _expected_rgb(value: float) -> tuple[int, int, int]:
@@ -139,7 +139,7 @@ def test_export_png(panel, tmp_path):
 
 
 def test_bundled_menu_lists_and_loads_every_bundled_char_rnn(panel):
-    from explorer.core.rnn import BUNDLED_CHAR_RNNS, load_char_rnn
+    from explorer.core.rnn.model import BUNDLED_CHAR_RNNS, load_char_rnn
     actions = panel.bundled_button.menu().actions()
     assert [a.data() for a in actions] == list(BUNDLED_CHAR_RNNS)
     for action in actions:

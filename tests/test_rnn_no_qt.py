@@ -14,10 +14,11 @@ class Block:
         if name.split(".")[0] in ("PySide6", "PyQt5", "PyQt6", "shiboken6", "pyqtgraph"):
             raise ImportError(f"Qt is blocked: {name}")
 sys.meta_path.insert(0, Block())
-import explorer.core.rnn, explorer.core.rnn_cells, explorer.core.rnn_render, explorer.core.rnn_train
-import explorer.cli_lstm
-from explorer.core.rnn import CharRNN, CharRNNConfig, replay
-from explorer.core.rnn_cells import cell_search
+import explorer.core.rnn.model, explorer.core.rnn.cells, explorer.core.rnn.render, explorer.core.rnn.train
+import explorer.cli.lstm
+from explorer.core.rnn.model import CharRNN, CharRNNConfig
+from explorer.core.rnn.replay import replay
+from explorer.core.rnn.cells import cell_search
 m = CharRNN(list("ab \n'"), CharRNNConfig("lstm", 1, 4, 2))
 print(len(cell_search(replay(m, "a 'b'\nab"))))
 """

@@ -11,7 +11,15 @@ class ModelLoadError(ExplorerError):
 
 
 class WeightsDownloadError(ExplorerError):
-    """Pretrained weights could not be fetched (offline, server error, corrupt file)."""
+    """Pretrained weights could not be fetched (offline, server error, corrupt file).
+
+    ``random_weights_fallback`` is True when going on with random (untrained) weights makes sense
+    (offline, a corrupt download); the window then offers it, the command line names ``--weights none``.
+    """
+
+    def __init__(self, message: str, random_weights_fallback: bool = False):
+        super().__init__(message)
+        self.random_weights_fallback = random_weights_fallback
 
 
 class InputError(ExplorerError):
@@ -22,7 +30,9 @@ class Cancelled(ExplorerError):
     """Long work stopped because the user asked it to."""
 
 
+class UnknownArchitectureError(ModelLoadError):
+    """A state dict matches no known architecture; the user must name it."""
+
+
 class UntrustedCheckpointError(ModelLoadError):
     """A checkpoint holds pickled Python objects; loading it runs code, so the user must trust it first."""
-
-    marker = "--trust-checkpoint"  # every message names the option, so callers can recognise it

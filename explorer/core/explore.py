@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .models import LoadedModel
-from .probe import get_layer, run_forward, top_k
-from .tiling import GridLayout, activation_grid, filter_grid, kernel_grid
+from explorer.core.models.spec import LoadedModel
+from explorer.core.probe import get_layer, run_forward, top_k
+from explorer.core.tiling import GridLayout, activation_grid, filter_grid, kernel_grid
 
 
 @dataclass

@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import InputError
-from .models import LoadedModel
-from .preprocess import fit_image
-from .tiling import GridLayout, activation_grid
+from explorer.core.errors import InputError
+from explorer.core.models.spec import LoadedModel
+from explorer.core.preprocess import fit_image
+from explorer.core.tiling import GridLayout, activation_grid
 
 STAGES = ("preprocess", "forward", "tile", "display")
 
@@ -375,3 +375,52 @@ class LiveRunner:
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
+
+
+# --- the bare forward, the live pipeline's baseline ------------------------------------------------
+
+
+def bare_forward_on_worker(pipeline, images: list[np.ndarray], budget_s: float, min_count: int = 5,
+                           wait=None) -> tuple[int, float]:
+    """:func:`bare_forward` on a thread of its own, as the live worker runs (a thread's intra-op
+    parallelism can differ from the main thread's, most of all on a busy machine).
+    ``wait(seconds)``, when given, is called until the thread ends (the bench keeps Qt's event loop
+    turning meanwhile, so the video does not pile up frames for the next live round)."""
+    out: list = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            out.append(bare_forward(pipeline, images, budget_s, min_count))
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the calling thread
+            errors.append(exc)
+
+    worker = threading.Thread(target=run, name="deep-explorer-bare-forward")
+    worker.start()
+    while wait is not None and worker.is_alive():
+        wait(0.02)
+    worker.join()
+    if errors:
+        raise errors[0]
+    return out[0]
+
+
+def bare_forward(pipeline, images: list[np.ndarray], budget_s: float, min_count: int = 5) -> tuple[int, float]:
+    """Time the pipeline's module alone (no hooks, no tiling, no display) on ``images``, preprocessed
+    beforehand, cycling through them: at least ``min_count`` (and 5) passes, then until ``budget_s``.
+    Returns (passes, seconds)."""
+    inputs = [pipeline.preprocess(im)[0] for im in images[:64]]
+    cuda = pipeline.device.type == "cuda"
+    count, elapsed = 0, 0.0
+    with torch.inference_mode():
+        pipeline.module(inputs[0])  # warm-up
+        if cuda:
+            torch.cuda.synchronize(pipeline.device)
+        start = time.perf_counter()
+        while count < max(5, min_count) or elapsed < budget_s:
+            pipeline.module(inputs[count % len(inputs)])
+            if cuda:
+                torch.cuda.synchronize(pipeline.device)
+            count += 1
+            elapsed = time.perf_counter() - start
+    return count, elapsed

@@ -6,9 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from explorer.core.models import RESOURCES
-
-SAMPLE_IMAGES = RESOURCES / "images"
+from explorer.core.resources import SAMPLE_IMAGES
 
 
 def make_settings(enabled: bool = True):
@@ -25,8 +23,8 @@ def make_settings(enabled: bool = True):
 
 def create_window(args: argparse.Namespace, interactive: bool = True):
     """Build the main window and start what the options ask for (model, image, layer, unit, view)."""
-    from .main_window import MainWindow, ModelRequest  # noqa: PLC0415
-    from .panels import add_panels  # noqa: PLC0415
+    from explorer.gui.main_window import MainWindow, ModelRequest  # noqa: PLC0415
+    from explorer.gui.tabs import add_panels  # noqa: PLC0415
 
     settings = make_settings(not getattr(args, "no_settings", False))
     window = MainWindow(settings=settings, interactive=interactive)
@@ -54,8 +52,6 @@ def create_window(args: argparse.Namespace, interactive: bool = True):
     window.open_path(image or SAMPLE_IMAGES) if image else window.open_folder(SAMPLE_IMAGES)
     view = getattr(args, "view", None)
     if getattr(args, "video", None) or getattr(args, "camera", None) is not None:
-        from explorer.cli_live import open_live_source  # noqa: PLC0415
-
         view = view or "live"
         open_live_source(window.live_panel, args)
     if getattr(args, "text", None):
@@ -67,11 +63,23 @@ def create_window(args: argparse.Namespace, interactive: bool = True):
     return window
 
 
+def open_live_source(panel, args: argparse.Namespace) -> bool:
+    """Start the source that ``--camera`` / ``--video`` name on a LivePanel; False (message shown) on failure.
+
+    ``args.camera_resolution`` is already a (width, height) pair: the command line parsed it.
+    """
+    if getattr(args, "video", None):
+        return panel.open_video(args.video)
+    if getattr(args, "camera", None) is not None:
+        return panel.open_camera(args.camera, getattr(args, "camera_resolution", None))
+    return True
+
+
 def run_gui(args: argparse.Namespace) -> int:
     from PySide6.QtCore import QTimer  # noqa: PLC0415
     from PySide6.QtWidgets import QApplication  # noqa: PLC0415
 
-    from .main_window import wait_until_idle  # noqa: PLC0415
+    from explorer.gui.main_window import wait_until_idle  # noqa: PLC0415
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("Deep Explorer")

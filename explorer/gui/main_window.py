@@ -17,18 +17,18 @@ from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QDockWidget, 
                                QWidget)
 
 from explorer.core import preprocess
-from explorer.core.device import available_devices, describe_device
-from explorer.core.errors import ExplorerError
+from explorer.core.models.device import available_devices, describe_device
+from explorer.core.errors import ExplorerError, UntrustedCheckpointError, WeightsDownloadError
 from explorer.core.explore import compute_filter_view, compute_layer_view
-from explorer.core.models import LoadedModel, bundled_names, load_model, zoo_names
+from explorer.core.models import LoadedModel, bundled_names, load_model_steps, zoo_names
 from explorer.core.probe import layer_table
 
-from .activation_view import ActivationView
-from .filter_view import FilterPanel
-from .input_panel import InputPanel
-from .layer_table import LayerTable
-from .spec_dialog import InputSpecDialog
-from .workers import LatestRunner, Task, TaskRunner
+from explorer.gui.widgets.activation_view import ActivationView
+from explorer.gui.widgets.filter_view import FilterPanel
+from explorer.gui.panels.input import InputPanel
+from explorer.gui.widgets.layer_table import LayerTable
+from explorer.gui.widgets.spec_dialog import InputSpecDialog
+from explorer.gui.workers import LatestRunner, Task, TaskRunner, describe_error
 
 MODEL_SUFFIXES = {".pt", ".pth", ".pt2", ".safetensors", ".ts", ".bin", ".ckpt"}
 
@@ -41,10 +41,10 @@ class ModelRequest:
     trust: bool = False
 
 
-def load_model_with_table(request: ModelRequest, device: str | None, progress) -> tuple[LoadedModel, list]:
-    """Worker job: load the model and build its layer table (a forward at the input size)."""
-    loaded = load_model(request.name, checkpoint=request.checkpoint, weights=request.weights,
-                        trust_checkpoint=request.trust, device=device, progress=progress)
+def load_model_with_table(request: ModelRequest, device: str | None):
+    """Worker job (a generator: download progress, then the model and its layer table)."""
+    loaded = yield from load_model_steps(request.name, checkpoint=request.checkpoint, weights=request.weights,
+                                         trust_checkpoint=request.trust, device=device)
     return loaded, layer_table(loaded.module, loaded.spec.shape, loaded.device)
 
 
@@ -289,7 +289,9 @@ class MainWindow(QMainWindow):
         return (not self.runner.idle or not self.forward_runner.idle or not self.filter_runner.idle
                 or not self.image_runner.idle or any(getattr(view, "busy", False) for view in self.views.values()))
 
-    def show_error(self, message: str) -> None:
+    def show_error(self, error: BaseException | str) -> None:
+        """One message for the user (an exception is described in one line; its traceback is in the log)."""
+        message = describe_error(error)
         self.last_error = message
         self.statusBar().showMessage(message, 15000)
         if self.interactive:
@@ -314,12 +316,11 @@ class MainWindow(QMainWindow):
             self.load_task.cancel()
         self.last_model_request = request
         device = self.device_combo.currentText() if self.loaded is not None else None
-        task = Task(load_model_with_table, request, device, None)
-        task.args = (request, device, lambda done, total, t=task: self._load_progress(t, done, total))
-        task.signals.finished.connect(self._model_ready)
-        task.signals.failed.connect(lambda msg, r=request: self._model_failed(r, msg))
+        task = Task(load_model_with_table, request, device)
+        task.signals.returned.connect(self._model_ready)
+        task.signals.errored.connect(lambda exc, r=request: self._model_failed(r, exc))
         task.signals.cancelled.connect(lambda: self.statusBar().showMessage("model loading cancelled", 5000))
-        task.signals.progress.connect(self._show_progress)
+        task.signals.yielded.connect(self._show_progress)
         task.signals.done.connect(self._load_done)
         self.load_task = task
         label = request.checkpoint or request.name or "default model"
@@ -328,11 +329,6 @@ class MainWindow(QMainWindow):
         self.progress.setVisible(True)
         self.cancel_button.setVisible(True)
         self.runner.start(task)
-
-    @staticmethod
-    def _load_progress(task: Task, done: int, total: int) -> None:
-        task.check_cancel()
-        task.signals.progress.emit((done, total))
 
     def _show_progress(self, value) -> None:
         done, total = value
@@ -350,15 +346,16 @@ class MainWindow(QMainWindow):
             self.progress.setVisible(False)
             self.cancel_button.setVisible(False)
 
-    def _model_failed(self, request: ModelRequest, message: str) -> None:
-        from explorer.core.errors import UntrustedCheckpointError  # noqa: PLC0415
-
-        if request.weights == "pretrained" and request.checkpoint is None and "--weights none" in message:
+    def _model_failed(self, request: ModelRequest, error: BaseException) -> None:
+        message = describe_error(error)
+        if (request.weights == "pretrained" and request.checkpoint is None
+                and isinstance(error, WeightsDownloadError) and error.random_weights_fallback):
             question = f"{message}\n\nContinue with random weights (the model will be marked untrained)?"
             if not self.interactive or QMessageBox.question(self, "Deep Explorer", question) == QMessageBox.Yes:
+                self.pretrained_box.setChecked(False)  # what is loaded now: random weights
                 self.load_model(ModelRequest(name=request.name, weights="none"))
                 return
-        if request.checkpoint and not request.trust and UntrustedCheckpointError.marker in message:
+        if request.checkpoint and not request.trust and isinstance(error, UntrustedCheckpointError):
             question = (f"{message}\n\nLoad it anyway? Only do this for files you trust: unpickling can run "
                         "any code on this computer.")
             if self.interactive and QMessageBox.question(self, "Untrusted checkpoint", question,
@@ -409,9 +406,9 @@ class MainWindow(QMainWindow):
         if self.loaded is None or str(self.loaded.device) == device:
             return
         task = Task(self.loaded.to, device)
-        task.signals.finished.connect(lambda loaded: (self.device_label.setText(describe_device(loaded.device)),
+        task.signals.returned.connect(lambda loaded: (self.device_label.setText(describe_device(loaded.device)),
                                                       self.recompute()))
-        task.signals.failed.connect(self.show_error)
+        task.signals.errored.connect(self.show_error)
         self.runner.start(task)
 
     def edit_input_spec(self) -> None:
@@ -432,8 +429,8 @@ class MainWindow(QMainWindow):
             return
         self.loaded.spec = spec
         task = Task(layer_table, self.loaded.module, spec.shape, self.loaded.device)
-        task.signals.finished.connect(self._table_ready)
-        task.signals.failed.connect(self.show_error)
+        task.signals.returned.connect(self._table_ready)
+        task.signals.errored.connect(self.show_error)
         self.runner.start(task)
 
     def _table_ready(self, rows) -> None:

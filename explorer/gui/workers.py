@@ -1,15 +1,18 @@
 """Running core work off the GUI thread and getting results back by signals.
 
-``Task`` runs one function (or drives one generator, whose yields are progress and where cancel is
-honoured) in Qt's thread pool. ``LatestRunner`` runs one task at a time and keeps only the newest
-waiting request: stepping quickly through images never queues up stale work.
+``Task`` runs one function, or drives one core generator (:mod:`explorer.core.steps`: it yields
+progress and partial results and returns its result), in Qt's thread pool, as napari's
+GeneratorWorker does: ``yielded`` for each yield, ``returned`` for the return value, ``errored`` with
+the exception object itself (the GUI dispatches on its type), ``cancelled``, then ``done``. A cancel
+is honoured at the generator's next yield, where it is closed. ``LatestRunner`` runs one task at a time
+and keeps only the newest waiting request: stepping quickly through images never queues up stale work.
 """
 from __future__ import annotations
 
 import inspect
+import logging
 import threading
 import time
-import traceback
 from typing import Any, Callable
 
 from PySide6.QtCore import QCoreApplication, QObject, QRunnable, QThreadPool, Signal
@@ -17,8 +20,15 @@ from PySide6.QtCore import QCoreApplication, QObject, QRunnable, QThreadPool, Si
 from explorer.core.errors import Cancelled, ExplorerError
 
 
-def describe_error(exc: BaseException) -> str:
+def log_exception(exc: BaseException) -> None:
+    """The full traceback for the log (the user sees :func:`describe_error`'s one line)."""
+    logging.getLogger("explorer").error("%s", describe_error(exc), exc_info=(type(exc), exc, exc.__traceback__))
+
+
+def describe_error(exc: BaseException | str) -> str:
     """One sentence for a dialog: our own errors as they are, others by type with the first line."""
+    if isinstance(exc, str):
+        return exc
     if isinstance(exc, ExplorerError):
         return str(exc)
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -28,19 +38,19 @@ def describe_error(exc: BaseException) -> str:
 
 
 class TaskSignals(QObject):
-    progress = Signal(object)  # whatever the generator yielded
-    finished = Signal(object)  # the return value
-    failed = Signal(str)  # one-line message
+    yielded = Signal(object)  # whatever the generator yielded (progress, partial results)
+    returned = Signal(object)  # the return value
+    errored = Signal(object)  # the exception; describe_error(exc) is its one line for the user
     cancelled = Signal()
-    done = Signal()  # always last, after finished / failed / cancelled
+    done = Signal()  # always last, after returned / errored / cancelled
 
 
 class Task(QRunnable):
     """Run ``fn(*args, **kwargs)`` in the pool.
 
-    If ``fn`` is a generator function, each yielded value is emitted as ``progress`` and cancellation is
-    checked between yields; its return value is emitted as ``finished``. A plain function can check
-    ``task.cancel_requested`` through a callback it is given.
+    If ``fn`` is a generator function (or ``fn`` is a generator object already made), each yielded value
+    is emitted as ``yielded`` and cancellation is checked between yields; its return value is emitted as
+    ``returned``. A plain function can check ``task.cancel_requested`` through a callback it is given.
     """
 
     def __init__(self, fn: Callable, *args: Any, **kwargs: Any):
@@ -70,26 +80,26 @@ class Task(QRunnable):
 
     def run(self) -> None:  # runs in a pool thread
         try:
-            if inspect.isgeneratorfunction(self.fn):
-                gen = self.fn(*self.args, **self.kwargs)
+            if inspect.isgenerator(self.fn) or inspect.isgeneratorfunction(self.fn):
+                gen = self.fn if inspect.isgenerator(self.fn) else self.fn(*self.args, **self.kwargs)
                 try:
                     while True:
                         if self._cancel.is_set():
                             gen.close()
                             raise Cancelled("cancelled")
-                        self.signals.progress.emit(next(gen))
+                        self.signals.yielded.emit(next(gen))
                 except StopIteration as stop:
                     result = stop.value
             else:
                 result = self.fn(*self.args, **self.kwargs)
             if self._cancel.is_set():
                 raise Cancelled("cancelled")
-            self.signals.finished.emit(result)
+            self.signals.returned.emit(result)
         except Cancelled:
             self.signals.cancelled.emit()
-        except Exception as exc:  # noqa: BLE001 - every failure becomes one message, the app keeps running
-            traceback.print_exc()
-            self.signals.failed.emit(describe_error(exc))
+        except Exception as exc:  # noqa: BLE001 - every failure reaches the GUI, the app keeps running
+            log_exception(exc)
+            self.signals.errored.emit(exc)
         finally:
             self.signals.done.emit()
             self.finished_at = time.monotonic()
@@ -151,7 +161,7 @@ class LatestRunner(QObject):
     """One task at a time; a request made while busy replaces the one waiting (latest wins)."""
 
     result = Signal(object)
-    failed = Signal(str)
+    failed = Signal(object)  # the exception
 
     def __init__(self, runner: TaskRunner, parent: QObject | None = None):
         super().__init__(parent)
@@ -177,8 +187,8 @@ class LatestRunner(QObject):
 
     def _start(self, fn: Callable, args: tuple) -> None:
         task = Task(fn, *args)
-        task.signals.finished.connect(self.result.emit)
-        task.signals.failed.connect(self.failed.emit)
+        task.signals.returned.connect(self.result.emit)
+        task.signals.errored.connect(self.failed.emit)
         task.signals.done.connect(self._next)
         self.current = task
         self.runner.start(task)

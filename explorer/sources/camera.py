@@ -7,7 +7,7 @@ from PySide6.QtCore import QCoreApplication, QObject, Qt
 from PySide6.QtMultimedia import (QCamera, QCameraDevice, QCameraFormat, QMediaCaptureSession, QMediaDevices,
                                   QVideoFrame, QVideoSink)
 
-from .base import FrameSource, SourceError
+from explorer.sources.base import FrameSource, SourceError
 
 
 def list_cameras() -> list[str]:

@@ -8,7 +8,7 @@ from PySide6.QtCore import QObject, QTimer
 from explorer.core.errors import InputError
 from explorer.core.preprocess import list_images, load_image
 
-from .base import FrameSource, SourceError
+from explorer.sources.base import FrameSource, SourceError
 
 
 class FolderSource(FrameSource):

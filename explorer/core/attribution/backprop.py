@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .target import Target, target_fn
+from explorer.core.attribution.target import Target, target_fn
 
 METHODS = ("gradient", "deconvnet", "guided-backprop")
 

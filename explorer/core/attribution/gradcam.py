@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backprop import ActivationReport, guided_backprop
-from .target import Target, TargetError, find_layer
+from explorer.core.attribution.backprop import ActivationReport, guided_backprop
+from explorer.core.attribution.target import Target, TargetError, find_layer
 
 
 @dataclass
@@ -51,7 +51,7 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target: Target, layer: str | Non
     def hook(_m: nn.Module, _i: tuple, out: torch.Tensor) -> None:
         acts.append(out)
 
-    from .target import target_fn  # noqa: PLC0415
+    from explorer.core.attribution.target import target_fn  # noqa: PLC0415
 
     handle = module.register_forward_hook(hook)
     try:

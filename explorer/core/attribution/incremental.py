@@ -31,7 +31,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from .target import Target
+from explorer.core.attribution.target import Target
 
 # Share of a map above which recomputing a patch costs about as much as recomputing the map.
 FULL_MAP_SHARE = 0.55

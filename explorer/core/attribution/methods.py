@@ -9,11 +9,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ExplorerError
-from .backprop import backprop_attribution, saliency_image
-from .gradcam import grad_cam, guided_grad_cam
-from .occlusion import OcclusionSettings, occlusion
-from .target import Target, TargetError, top_class
+from explorer.core.errors import ExplorerError
+from explorer.core.attribution.backprop import backprop_attribution, saliency_image
+from explorer.core.attribution.gradcam import grad_cam, guided_grad_cam
+from explorer.core.attribution.occlusion import OcclusionSettings, occlusion
+from explorer.core.attribution.target import Target, TargetError, top_class
+from explorer.core.steps import map_yields
 
 METHODS = ("occlusion", "gradient", "deconvnet", "guided-backprop", "gradcam", "guided-gradcam")
 
@@ -150,17 +151,18 @@ def attribution_steps(model: nn.Module, x: torch.Tensor, method: str, target: Ta
         target = Target.for_class(top_class(model, x), score)
     if method != "occlusion":
         return compute_attribution(model, x, method, target, occlusion_settings, cam_layer)
-    from .occlusion import occlusion_sweep  # noqa: PLC0415
+    from explorer.core.attribution.occlusion import occlusion_sweep  # noqa: PLC0415
+
+    def as_step(step) -> AttributionStep:
+        display = np.ascontiguousarray(step.partial_map[0].numpy(), dtype=np.float32)
+        lo, hi, cmap = map_levels(display)
+        return AttributionStep(step.done, step.total, display, (lo, hi), cmap == "bwr", step.stage)
 
     start = time.perf_counter()
-    last = None
-    for last in occlusion_sweep(model, x, target, occlusion_settings):
-        display = np.ascontiguousarray(last.partial_map[0].numpy(), dtype=np.float32)
-        lo, hi, cmap = map_levels(display)
-        yield AttributionStep(last.done, last.total, display, (lo, hi), cmap == "bwr", last.stage)
-    raw = last.partial_map.numpy().astype(np.float32)
+    occ = yield from map_yields(occlusion_sweep(model, x, target, occlusion_settings), as_step)
+    raw = occ.map.numpy().astype(np.float32)
     return AttributionResult(method, target, raw, np.ascontiguousarray(raw[0]), time.perf_counter() - start,
-                             last.note, last.mode, None, last.clean_score)
+                             occ.note, occ.mode, None, occ.clean_score)
 
 
 def layer_names(model: nn.Module) -> list[str]:

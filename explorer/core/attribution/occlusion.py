@@ -18,15 +18,17 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from collections.abc import Generator
+from typing import Callable
 
 import torch
 import torchvision.transforms.functional as TF
 from torch import nn
 
-from ..errors import Cancelled, ExplorerError
-from .incremental import IncrementalModel, IncrementalUnsupported
-from .target import Target, target_fn
+from explorer.core.errors import Cancelled, ExplorerError
+from explorer.core.attribution.incremental import IncrementalModel, IncrementalUnsupported
+from explorer.core.attribution.target import Target, target_fn
+from explorer.core.steps import drive
 
 BASELINES = ("zero", "mean", "blur")
 MIN_SAVING = 1.5  # incremental evaluation is kept when it skips at least this share of the work
@@ -63,10 +65,6 @@ class OcclusionProgress:
     clean_score: float = float("nan")
     stage: str = "sweep"  # "coarse" or "refine" in progressive mode
     elapsed_s: float = 0.0
-
-    @property
-    def finished(self) -> bool:
-        return self.done >= self.total
 
 
 @dataclass
@@ -227,11 +225,11 @@ class _Accumulator:
 
 
 def occlusion_sweep(model: nn.Module, x: torch.Tensor, target: Target,
-                    settings: OcclusionSettings | None = None) -> Iterator[OcclusionProgress]:
+                    settings: OcclusionSettings | None = None) -> Generator[OcclusionProgress, None, "OcclusionResult"]:
     """Occlusion map of ``target`` for one input ``x`` (1, C, H, W), as a generator of progress.
 
-    Each yielded :class:`OcclusionProgress` carries the partial map (C, H, W); the last one has
-    ``finished`` true. Stop iterating (or ``close()`` the generator) to cancel. With
+    Each yielded :class:`OcclusionProgress` carries the partial map (C, H, W) (the last one the whole
+    map); the generator returns the :class:`OcclusionResult`. ``close()`` it to cancel. With
     ``settings.progressive`` a coarse pass (stride = window) comes first, then the fine windows in order of
     the coarse map's strength; the final map is the same exact map.
     """
@@ -285,12 +283,13 @@ def occlusion_sweep(model: nn.Module, x: torch.Tensor, target: Target,
             yield progress(done, len(windows), partial if done < len(windows) else fine.mean(), "refine")
         if not todo:
             yield progress(len(windows), len(windows), fine.mean(), "refine")
-        return
-
-    for i in range(0, len(windows), step):
-        chunk = windows[i:i + step]
-        fine.add(chunk, evaluator.clean_score - _scores_fitting_memory(evaluator, chunk, state))
-        yield progress(i + len(chunk), len(windows), fine.mean(), "sweep")
+    else:
+        for i in range(0, len(windows), step):
+            chunk = windows[i:i + step]
+            fine.add(chunk, evaluator.clean_score - _scores_fitting_memory(evaluator, chunk, state))
+            yield progress(i + len(chunk), len(windows), fine.mean(), "sweep")
+    return OcclusionResult(fine.mean(), evaluator.clean_score, evaluator.mode, evaluator.note,
+                           time.perf_counter() - start, len(windows), state["batch"])
 
 
 @dataclass
@@ -308,16 +307,10 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: Target, settings: Occlu
               progress: Callable[[int, int], None] | None = None,
               cancelled: Callable[[], bool] | None = None) -> OcclusionResult:
     """Run :func:`occlusion_sweep` to the end; ``cancelled()`` returning True stops it (raises Cancelled)."""
-    last = None
-    sweep = occlusion_sweep(model, x, target, settings)
-    try:
-        for last in sweep:
-            if progress is not None:
-                progress(last.done, last.total)
-            if cancelled is not None and cancelled() and not last.finished:
-                raise Cancelled("occlusion cancelled")
-    finally:
-        sweep.close()
-    assert last is not None
-    return OcclusionResult(last.partial_map, last.clean_score, last.mode, last.note, last.elapsed_s, last.total,
-                           last.batch_size)
+    def on_step(step: OcclusionProgress) -> None:
+        if progress is not None:
+            progress(step.done, step.total)
+        if cancelled is not None and cancelled() and step.done < step.total:
+            raise Cancelled("occlusion cancelled")
+
+    return drive(occlusion_sweep(model, x, target, settings), on_step)

@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..errors import ExplorerError
+from explorer.core.errors import ExplorerError
 
 SCORES = ("logit", "prob")
 

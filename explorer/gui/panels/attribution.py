@@ -15,8 +15,8 @@ from explorer.core.attribution.methods import (METHODS, AttributionResult, Attri
                                                conv_layer_names, layer_names, map_levels)
 from explorer.core.attribution.occlusion import BASELINES, OcclusionSettings
 from explorer.core.attribution.target import Target
-from explorer.gui.image_pane import ImagePane, lookup_table
-from explorer.gui.workers import Task, TaskRunner
+from explorer.gui.widgets.image_pane import ImagePane, lookup_table
+from explorer.gui.workers import Task, TaskRunner, describe_error
 
 GRADIENT_METHODS = ("gradient", "deconvnet", "guided-backprop", "gradcam", "guided-gradcam")
 COLORMAPS = ("auto", "inferno", "viridis", "magma", "turbo", "CET-D1")
@@ -32,7 +32,7 @@ class AttributionPanel(QWidget):
 
     target_changed = Signal(object)  # the Target now explained
     result_ready = Signal(object)  # AttributionResult
-    failed = Signal(str)
+    failed = Signal(object)  # the exception
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -217,9 +217,9 @@ class AttributionPanel(QWidget):
         cam = self.cam_layer.currentText() or None
         self.task = Task(attribution_steps, self.loaded.module, self.input_tensor, method, target,
                          self.occlusion_settings(), cam, self.score.currentText())
-        self.task.signals.progress.connect(self._on_step)
-        self.task.signals.finished.connect(self._on_result)
-        self.task.signals.failed.connect(self._on_failed)
+        self.task.signals.yielded.connect(self._on_step)
+        self.task.signals.returned.connect(self._on_result)
+        self.task.signals.errored.connect(self._on_failed)
         self.task.signals.cancelled.connect(self._on_cancelled)
         self.task.signals.done.connect(self._on_done)
         self.progress.setRange(0, 0 if method != "occlusion" else 1)
@@ -262,11 +262,11 @@ class AttributionPanel(QWidget):
         self.target_changed.emit(result.target)
         self.result_ready.emit(result)
 
-    def _on_failed(self, message: str) -> None:
-        self.status.setText(f"failed: {message}")
+    def _on_failed(self, error: BaseException) -> None:
+        self.status.setText(f"failed: {describe_error(error)}")
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
-        self.failed.emit(message)
+        self.failed.emit(error)
 
     def _on_cancelled(self) -> None:
         self.status.setText("cancelled (the partial map stays shown)")

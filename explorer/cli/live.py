@@ -1,45 +1,36 @@
 """``deep-explorer bench live``: the live pipeline's frame rate against the bare model's.
 
-It runs the real thing — a video through Qt Multimedia into :class:`~explorer.gui.live_panel.LivePanel`
+It runs the real thing — a video through Qt Multimedia into :class:`~explorer.gui.panels.live.LivePanel`
 in a real window (the offscreen platform when there is no display), the worker thread, tiling, painting —
 and then, in the same process, the bare forward pass on the frames that were shown. ``ratio`` is
 ``live_fps / bare_forward_fps``; latencies run from a frame's arrival to its grid being painted.
 
-Hooking in: ``register(subparsers)`` adds ``bench live`` (creating ``bench`` when no other module has);
-a module that owns ``bench`` can instead call ``add_bench_live(bench_subparsers)``.
+:mod:`explorer.cli.bench` registers it; the timing of the bare forward is core's
+(:func:`explorer.core.live.bare_forward`).
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-import threading
 import time
 
 import numpy as np
 
-from explorer.cli import CommandError, add_json_arg, add_model_args, emit, model_from_args
+from explorer.cli.options import CommandError, emit, model_from_args
+from explorer.core.live import bare_forward_on_worker
 
 WARMUP_FRAMES = 3  # shown frames left out of the figures (first forwards allocate and tune)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    bench = subparsers.choices.get("bench")
-    if bench is None:
-        bench = subparsers.add_parser("bench", help="measure speed (live pipeline, ...)")
-        bench_subparsers = bench.add_subparsers(dest="bench_command", metavar="BENCH", required=True)
-    else:
-        bench_subparsers = next(a for a in bench._actions if isinstance(a, argparse._SubParsersAction))
-    add_bench_live(bench_subparsers)
-
-
-def add_bench_live(bench_subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = bench_subparsers.add_parser(
-        "live", help="live pipeline fps vs bare forward fps on a video",
-        description="Play a video through the live panel (Qt Multimedia, worker thread, tiling, a real window) "
+LIVE_HELP = "live pipeline fps vs bare forward fps on a video"
+LIVE_DESCRIPTION = ("Play a video through the live panel (Qt Multimedia, worker thread, tiling, a real window) "
                     "and compare its frame rate with the bare model forward on the same frames.")
+
+
+def configure_bench_live(p: argparse.ArgumentParser) -> None:
+    """``bench live``'s own options (the model options and ``--json`` are added by :mod:`.bench`)."""
     p.add_argument("--video", required=True, help="video file to play (looped)")
-    add_model_args(p)
     p.add_argument("--layer", default=None, help="layer whose grid is shown (default: the first convolution)")
     p.add_argument("--seconds", type=float, default=10.0, help="how long to measure the live pipeline")
     p.add_argument("--rounds", type=int, default=4,
@@ -48,33 +39,7 @@ def add_bench_live(bench_subparsers: argparse._SubParsersAction) -> argparse.Arg
                    help="playback rate; raise it when the model is faster than the video's frame rate")
     p.add_argument("--half", action="store_true", help="float16 forward (CUDA only)")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format (CUDA only)")
-    add_json_arg(p)
     p.set_defaults(func=run_bench_live)
-    return p
-
-
-def add_live_gui_args(parser: argparse.ArgumentParser) -> None:
-    """The window's live-source options: ``--camera NAME|INDEX``, ``--camera-resolution WxH``, ``--video FILE``."""
-    g = parser.add_argument_group("live")
-    g.add_argument("--camera", default=None, metavar="NAME|INDEX", help="start the live view on this camera")
-    g.add_argument("--camera-resolution", default=None, metavar="WxH", help="camera resolution, e.g. 640x480")
-    g.add_argument("--video", default=None, metavar="FILE", help="start the live view on this video (looped)")
-
-
-def open_live_source(panel, args: argparse.Namespace) -> bool:
-    """Start the source that ``--camera`` / ``--video`` name on a LivePanel; False (message shown) on failure."""
-    if getattr(args, "video", None):
-        return panel.open_video(args.video)
-    if getattr(args, "camera", None) is not None:
-        resolution = None
-        if args.camera_resolution:
-            try:
-                w, h = (int(v) for v in args.camera_resolution.lower().split("x"))
-                resolution = (w, h)
-            except ValueError:
-                raise CommandError(f"--camera-resolution must be WxH, not {args.camera_resolution!r}") from None
-        return panel.open_camera(args.camera, resolution)
-    return True
 
 
 def run_bench_live(args: argparse.Namespace) -> int:
@@ -82,7 +47,7 @@ def run_bench_live(args: argparse.Namespace) -> int:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6.QtWidgets import QApplication  # noqa: PLC0415 - Qt only for this subcommand
 
-    from explorer.gui.live_panel import LivePanel  # noqa: PLC0415
+    from explorer.gui.panels.live import LivePanel  # noqa: PLC0415
 
     if args.seconds <= 0 or args.rounds < 1:
         raise CommandError("--seconds must be positive and --rounds at least 1")
@@ -215,51 +180,3 @@ def _report(d: dict) -> str:
     if d["source_fps"] < 1.2 * d["bare_forward_fps"]:
         text += "\nnote: the video delivers frames barely faster than the model runs; raise --rate"
     return text
-
-
-def bare_forward_on_worker(pipeline, images: list[np.ndarray], budget_s: float, min_count: int = 5,
-                           wait=None) -> tuple[int, float]:
-    """:func:`bare_forward` on a thread of its own, as the live worker runs (a thread's intra-op
-    parallelism can differ from the main thread's, most of all on a busy machine).
-    ``wait(seconds)``, when given, is called until the thread ends (the bench keeps Qt's event loop
-    turning meanwhile, so the video does not pile up frames for the next live round)."""
-    out: list = []
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            out.append(bare_forward(pipeline, images, budget_s, min_count))
-        except BaseException as exc:  # noqa: BLE001 - re-raised on the calling thread
-            errors.append(exc)
-
-    worker = threading.Thread(target=run, name="deep-explorer-bare-forward")
-    worker.start()
-    while wait is not None and worker.is_alive():
-        wait(0.02)
-    worker.join()
-    if errors:
-        raise errors[0]
-    return out[0]
-
-
-def bare_forward(pipeline, images: list[np.ndarray], budget_s: float, min_count: int = 5) -> tuple[int, float]:
-    """Time the pipeline's module alone (no hooks, no tiling, no display) on ``images``, preprocessed
-    beforehand, cycling through them: at least ``min_count`` (and 5) passes, then until ``budget_s``.
-    Returns (passes, seconds)."""
-    import torch  # noqa: PLC0415
-
-    inputs = [pipeline.preprocess(im)[0] for im in images[:64]]
-    cuda = pipeline.device.type == "cuda"
-    count, elapsed = 0, 0.0
-    with torch.inference_mode():
-        pipeline.module(inputs[0])  # warm-up
-        if cuda:
-            torch.cuda.synchronize(pipeline.device)
-        start = time.perf_counter()
-        while count < max(5, min_count) or elapsed < budget_s:
-            pipeline.module(inputs[count % len(inputs)])
-            if cuda:
-                torch.cuda.synchronize(pipeline.device)
-            count += 1
-            elapsed = time.perf_counter() - start
-    return count, elapsed

@@ -9,7 +9,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QSlide
 
 from explorer.core.explore import LayerView, upsample_map
 
-from .image_pane import ImagePane, lookup_table
+from explorer.gui.widgets.image_pane import ImagePane, lookup_table
 
 
 class ActivationView(QWidget):

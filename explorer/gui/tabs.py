@@ -3,14 +3,12 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt
 
-from explorer.core.models import RESOURCES
-
-SAMPLE_TEXT = RESOURCES / "text" / "threading_sample.py"
+from explorer.core.resources import SAMPLE_TEXT
 
 
 def add_panels(window) -> None:
     """Add every optional panel (live, attribution, LSTM) to ``window``, then number the View menu."""
-    from .live_panel import add_live_view  # noqa: PLC0415
+    from explorer.gui.panels.live import add_live_view  # noqa: PLC0415
 
     window.attribution_panel = add_attribution_view(window)
     window.live_panel = add_live_view(window)
@@ -21,7 +19,7 @@ def add_panels(window) -> None:
 
 def add_lstm_view(window):
     """The LSTM tab; its model and sample text load the first time the tab is shown (or ``open_text``)."""
-    from .lstm_panel import LstmPanel  # noqa: PLC0415
+    from explorer.gui.panels.lstm import LstmPanel  # noqa: PLC0415
 
     panel = LstmPanel(window)
     window.add_view("lstm", "LSTM", panel)
@@ -49,7 +47,7 @@ def add_lstm_view(window):
 
 def add_attribution_view(window):
     """The Attribution tab: explains the window's input; a click in the top-5 or on a unit sets the target."""
-    from .attribution_panel import AttributionPanel  # noqa: PLC0415
+    from explorer.gui.panels.attribution import AttributionPanel  # noqa: PLC0415
 
     panel = AttributionPanel(window)
     window.add_view("attribution", "Attribution", panel)

@@ -4,9 +4,8 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
+from explorer.core.models.shapes_data import SHAPE_CLASSES
 from torch import nn
-
-from .shapes_data import SHAPE_CLASSES
 
 SHAPES_INPUT_SIZE = (128, 128)
 SHAPES_MEAN = (0.5, 0.5, 0.5)

@@ -1,27 +1,11 @@
-"""The ``deep-explorer`` command line: the GUI's computations, headless, over the same core.
-
-``deep-explorer`` alone opens the GUI; subcommands (``layers``, ``predict``, ``activations`` and those
-that the modules in ``SUBCOMMAND_MODULES`` register) print results, or one JSON object with ``--json``.
-Every error is one line on stderr and a non-zero exit status.
-"""
+"""What every subcommand shares: the model options, ``--json``, progress bars, one-line errors."""
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
-
-# Each module has ``register(subparsers)`` that adds its subcommands with ``set_defaults(func=...)``.
-SUBCOMMAND_MODULES = [
-    "explorer.cli_explore",
-    "explorer.cli_attribution",
-    "explorer.cli_bench",
-    "explorer.cli_live",
-    "explorer.cli_lstm",
-]
 
 
 class CommandError(Exception):
@@ -95,7 +79,7 @@ def cli_progress(label: str) -> Callable[[int, int], None]:
 
 def model_from_args(args: argparse.Namespace, weights: str | None = None):
     """Load the model that the parsed options name (``weights`` overrides ``--weights``)."""
-    from explorer.core.models import load_model  # noqa: PLC0415
+    from explorer.core.models import load_model  # noqa: PLC0415 - torch only when a model is asked for
 
     return load_model(args.model, checkpoint=args.checkpoint, weights=weights or args.weights,
                       trust_checkpoint=args.trust_checkpoint, device=args.device,
@@ -119,65 +103,16 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def add_gui_args(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("window")
-    g.add_argument("--image", default=None, help="an image file or a folder to step through")
-    g.add_argument("--layer", default=None, help="layer to select, e.g. features.3 or layer1")
-    g.add_argument("--unit", type=int, default=None, help="unit (channel) to select")
-    g.add_argument("--view", default=None, help="panel to show first (activations, filters, ...)")
-    g.add_argument("--screenshot", default=None, metavar="OUT.png",
-                   help="open, wait for the results, save the window as PNG and exit")
-    g.add_argument("--no-settings", action="store_true", help="ignore and do not save remembered settings")
-    g.add_argument("--text", default=None, metavar="FILE", help="open this text in the LSTM tab")
-    from explorer.cli_live import add_live_gui_args  # noqa: PLC0415
+def error_line(exc: BaseException) -> str:
+    """The one line printed for a user-facing error, with the option that gets around it where one does."""
+    from explorer.core.errors import (UnknownArchitectureError, UntrustedCheckpointError,  # noqa: PLC0415
+                                      WeightsDownloadError)
 
-    add_live_gui_args(parser)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="deep-explorer",
-        description="See inside neural networks. With no subcommand, opens the window.")
-    add_model_args(parser)
-    add_gui_args(parser)
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module_name in SUBCOMMAND_MODULES:
-        importlib.import_module(module_name).register(subparsers)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    # OpenMP threads that spin while they wait take the CPU from the GUI thread, Qt's decoders and one
-    # another when the cores are busy; a forward then runs many times slower (measured: 100 ms → 1.9 s
-    # for resnet18 on a loaded 2-core machine). Waiting threads sleep instead, unless the user chose
-    # otherwise. It must be set before torch is first imported.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        from explorer.gui.app import run_gui  # noqa: PLC0415 - Qt only when the window is asked for
-
-        return run_gui(args)
-    from explorer.core.errors import ExplorerError  # noqa: PLC0415
-
-    try:
-        return int(args.func(args) or 0)
-    except (ExplorerError, CommandError) as exc:
-        print(f"deep-explorer {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"deep-explorer {args.command}: interrupted", file=sys.stderr)
-        return 130
-    except MemoryError:
-        print(f"deep-explorer {args.command}: error: out of memory", file=sys.stderr)
-        return 2
-    except RuntimeError as exc:
-        if "out of memory" in str(exc).lower():
-            print(f"deep-explorer {args.command}: error: out of memory on the device; try --device cpu",
-                  file=sys.stderr)
-            return 2
-        raise
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    text = str(exc)
+    if isinstance(exc, WeightsDownloadError) and exc.random_weights_fallback:
+        text += " (--weights none)"
+    elif isinstance(exc, UntrustedCheckpointError):
+        text += " (--trust-checkpoint)"
+    elif isinstance(exc, UnknownArchitectureError):
+        text += " with --model ARCH"
+    return text

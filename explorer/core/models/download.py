@@ -14,12 +14,12 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import torch
-
-from .errors import WeightsDownloadError
+from explorer.core.errors import WeightsDownloadError
+from explorer.core.steps import drive
 
 ProgressFn = Callable[[int, int], None]  # (bytes done, bytes total or 0 when unknown)
 
@@ -74,15 +74,16 @@ def weights_cached(weights, cache_dir: Path | None = None) -> bool:
     return weights_path(weights, cache_dir).is_file()
 
 
-def fetch_weights(weights, progress: ProgressFn | None = None, url: str | None = None,
-                  cache_dir: Path | None = None, timeout: float = DEFAULT_TIMEOUT_S) -> Path:
+def fetch_weights_steps(weights, url: str | None = None, cache_dir: Path | None = None,
+                        timeout: float = DEFAULT_TIMEOUT_S) -> Generator[tuple[int, int], None, Path]:
     """The local file of torchvision ``weights``, downloaded once into torch.hub's cache.
+
+    A generator: yields ``(bytes done, bytes total or 0)`` while downloading and returns the file's
+    path. Closing it early cancels the download and leaves nothing behind.
 
     Parameters
     ----------
     weights : a torchvision ``WeightsEnum`` member (anything with ``.url`` will do).
-    progress : called with (bytes done, bytes total or 0) while downloading; it may raise
-        :class:`~explorer.core.errors.Cancelled` to stop, which leaves nothing behind.
     url : where to download from instead of ``weights.url``: the file's URL, or a mirror's base URL
         to which the file name is appended. Without it, the environment variable
         ``DEEP_EXPLORER_WEIGHTS_URL`` (same meaning) is tried before ``weights.url``.
@@ -90,7 +91,8 @@ def fetch_weights(weights, progress: ProgressFn | None = None, url: str | None =
 
     Raises
     ------
-    WeightsDownloadError : with one line saying why (offline, HTTP error, corrupt download).
+    WeightsDownloadError : with one line saying why (offline, HTTP error, corrupt download); its
+        ``random_weights_fallback`` is True where going on with random weights makes sense.
     """
     dest = weights_path(weights, cache_dir)
     if dest.is_file():
@@ -104,9 +106,8 @@ def fetch_weights(weights, progress: ProgressFn | None = None, url: str | None =
     chunks = iter_download(source, staging, timeout=timeout)
     try:
         while (step := _next_chunk(chunks, model, host, dest.parent)) is not None:
-            if progress is not None:
-                progress(*step)
-    except BaseException:  # failed or cancelled: closing the generator removes its temporary file
+            yield step
+    except BaseException:  # failed or cancelled (GeneratorExit): closing the download removes its file
         chunks.close()
         staging.unlink(missing_ok=True)
         raise
@@ -117,9 +118,17 @@ def fetch_weights(weights, progress: ProgressFn | None = None, url: str | None =
             staging.unlink(missing_ok=True)
             raise WeightsDownloadError(f"downloaded {model} weights from {host} are corrupt (sha256 "
                                        f"{digest[:len(expected)]}, expected {expected}); the file was deleted, "
-                                       f"try again or use --weights none to continue with random (untrained) weights")
+                                       f"try again or continue with random (untrained) weights",
+                                       random_weights_fallback=True)
     os.replace(staging, dest)
     return dest
+
+
+def fetch_weights(weights, progress: ProgressFn | None = None, url: str | None = None,
+                  cache_dir: Path | None = None, timeout: float = DEFAULT_TIMEOUT_S) -> Path:
+    """:func:`fetch_weights_steps` run to the end; ``progress(done, total)`` may raise to cancel."""
+    return drive(fetch_weights_steps(weights, url=url, cache_dir=cache_dir, timeout=timeout),
+                 None if progress is None else (lambda step: progress(*step)))
 
 
 def _next_chunk(chunks: Iterator[tuple[int, int]], model: str, host: str, folder: Path) -> tuple[int, int] | None:
@@ -132,7 +141,8 @@ def _next_chunk(chunks: Iterator[tuple[int, int]], model: str, host: str, folder
         if isinstance(exc, OSError) and not _is_network_error(exc):
             raise WeightsDownloadError(f"cannot save {model} weights to {folder}: {exc.strerror or exc}") from None
         raise WeightsDownloadError(f"cannot download {model} weights from {host} ({_reason(exc)}): offline? "
-                                   f"use --weights none to continue with random (untrained) weights") from None
+                                   f"continue with random (untrained) weights",
+                                   random_weights_fallback=True) from None
 
 
 def _file_name(url: str) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from explorer.cli import CommandError, add_json_arg, cli_progress, emit
+from explorer.cli.options import CommandError, add_json_arg, cli_progress, emit
 
 
 MODEL_HELP = "bundled (the LSTM), python-gru (the bundled GRU) or a char-RNN checkpoint file"
@@ -91,7 +91,7 @@ def _add_model_text_args(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace):
-    from explorer.core.rnn import load_char_rnn  # noqa: PLC0415
+    from explorer.core.rnn.model import load_char_rnn  # noqa: PLC0415
 
     return load_char_rnn(args.model)
 
@@ -107,23 +107,21 @@ def _read_text(path: Path) -> str:
 
 
 def _replay(args: argparse.Namespace):
-    from explorer.core.rnn import replay_steps  # noqa: PLC0415
+    from explorer.core.rnn.replay import replay_steps  # noqa: PLC0415
+    from explorer.core.steps import drive  # noqa: PLC0415
 
     model = _load(args)
     text = _read_text(args.text)
     progress = cli_progress("reading") if len(text) > 20_000 else None
-    result = None
-    for done, total, result in replay_steps(model, text):
-        if progress:
-            progress(done, total)
+    result = drive(replay_steps(model, text), None if progress is None else (lambda step: progress(*step)))
     return model, result
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     import torch  # noqa: PLC0415
 
-    from explorer.core.rnn import CharRNNConfig, load_char_rnn, save_char_rnn  # noqa: PLC0415
-    from explorer.core.rnn_train import (TrainSettings, evaluate_bpc, join_texts,  # noqa: PLC0415
+    from explorer.core.rnn.model import CharRNNConfig, load_char_rnn, save_char_rnn  # noqa: PLC0415
+    from explorer.core.rnn.train import (TrainSettings, evaluate_bpc, join_texts,  # noqa: PLC0415
                                          load_training_state, new_char_rnn, read_texts, train_steps)
 
     for name in ("layers", "hidden", "seq_len", "batch"):
@@ -185,7 +183,7 @@ def cmd_activations(args: argparse.Namespace) -> int:
 
 
 def cmd_cells(args: argparse.Namespace) -> int:
-    from explorer.core.rnn_cells import cell_search, indicator_sequences  # noqa: PLC0415
+    from explorer.core.rnn.cells import cell_search, indicator_sequences  # noqa: PLC0415
 
     if args.top < 1:
         raise CommandError("--top must be at least 1")
@@ -211,8 +209,8 @@ def cmd_cells(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from explorer.core.rnn_cells import cell_values, parse_cell_ref  # noqa: PLC0415
-    from explorer.core.rnn_render import display_values, render_html, render_png  # noqa: PLC0415
+    from explorer.core.rnn.cells import cell_values, parse_cell_ref  # noqa: PLC0415
+    from explorer.core.rnn.render import display_values, render_html, render_png  # noqa: PLC0415
 
     suffix = args.out.suffix.lower()
     if suffix not in (".html", ".htm", ".png"):
@@ -239,7 +237,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_select(args: argparse.Namespace) -> int:
-    from explorer.core.rnn_cells import selection_search  # noqa: PLC0415
+    from explorer.core.rnn.cells import selection_search  # noqa: PLC0415
 
     try:
         spans = [tuple(int(v) for v in part.split(":")) for part in args.spans.split(",") if part.strip()]
@@ -263,7 +261,7 @@ def cmd_select(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from explorer.core.rnn import sample  # noqa: PLC0415
+    from explorer.core.rnn.model import sample  # noqa: PLC0415
 
     if args.length < 0:
         raise CommandError("--length must be ≥ 0")

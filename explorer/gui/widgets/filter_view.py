@@ -5,7 +5,7 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from explorer.core.explore import FilterView
 
-from .image_pane import ImagePane
+from explorer.gui.widgets.image_pane import ImagePane
 
 
 class FilterPanel(QWidget):

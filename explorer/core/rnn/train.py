@@ -16,9 +16,9 @@ from typing import Iterable, Iterator
 import torch
 from torch import nn
 
-from .errors import InputError, ModelLoadError
-from .rnn import FORMAT, UNKNOWN_CHAR, CharRNN, CharRNNConfig, char_rnn_from_payload, read_char_rnn_payload, \
-    save_char_rnn
+from explorer.core.errors import InputError, ModelLoadError
+from explorer.core.rnn.model import (FORMAT, UNKNOWN_CHAR, CharRNN, CharRNNConfig, char_rnn_from_payload,
+                                     read_char_rnn_payload, save_char_rnn)
 
 
 @dataclass

@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 import torch
-
-from .errors import ExplorerError
+from explorer.core.errors import ExplorerError
 
 
 class DeviceError(ExplorerError, ValueError):

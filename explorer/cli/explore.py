@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from explorer.cli import CommandError, add_json_arg, add_model_args, emit, model_from_args
+from explorer.cli.options import CommandError, add_json_arg, add_model_args, emit, model_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

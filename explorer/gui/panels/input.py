@@ -5,7 +5,7 @@ import numpy as np
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QLabel, QListWidget, QListWidgetItem, QVBoxLayout, QWidget
 
-from .image_pane import ImagePane
+from explorer.gui.widgets.image_pane import ImagePane
 
 
 class InputPanel(QWidget):

@@ -7,7 +7,6 @@ smoothly as 100.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pyqtgraph as pg
@@ -18,28 +17,15 @@ from PySide6.QtWidgets import (QAbstractScrollArea, QComboBox, QDoubleSpinBox, Q
                                QToolButton, QToolTip, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
 from explorer.core.errors import ExplorerError
-from explorer.core.rnn import (BUNDLED_CHAR_RNNS, DEFAULT_CHAR_RNN, QUANTITIES, CharRNN, load_char_rnn,
-                               read_char_rnn_payload, sample_steps, top_next_chars)
-from explorer.core.rnn_cells import CellRef, TextAnalysis, analyse_text_steps, cell_values, selection_search
-from explorer.core.rnn_render import LUT, display_values, heat_strip, line_offsets, text_color_for, value_colors
-from explorer.gui.workers import Task, TaskRunner
+from explorer.core.rnn.model import BUNDLED_CHAR_RNNS, DEFAULT_CHAR_RNN, QUANTITIES, CharRNN, load_char_rnn, read_char_rnn_payload, sample_steps
+from explorer.core.rnn.replay import top_next_chars
+from explorer.core.rnn.cells import CellRef, TextAnalysis, analyse_text_steps, cell_values, selection_search
+from explorer.core.rnn.render import LUT, display_values, heat_strip, line_offsets, text_color_for, value_colors
+from explorer.gui.workers import Task, TaskRunner, describe_error
 
 _WHITE, _BLACK, _DARK = QColor(255, 255, 255), QColor(0, 0, 0), QColor(20, 20, 20)
 AUTO_ANALYSE_CHARS = 20_000  # typing re-analyses automatically up to this length
 HEAT_ROWS = 8
-
-
-# ---------------------------------------------------------------------------------------------------
-# Running core generators off the GUI thread (as gui.workers.Task)
-
-
-def until_result(steps: Iterator):
-    """Core generators here end by yielding ``(done, total, result)``: as a Task, pass everything before
-    it on as progress and return ``result``."""
-    for item in steps:
-        if isinstance(item, tuple) and len(item) == 3 and item[2] is not None:
-            return item[2]
-        yield item
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -516,10 +502,10 @@ class LstmPanel(QWidget):
             self._pending_text = text
             return
         model = self.model
-        job = Task(until_result, analyse_text_steps(model, text))
-        job.signals.progress.connect(self._analysis_progress)
-        job.signals.finished.connect(self._analysis_done)
-        job.signals.failed.connect(self._job_failed)
+        job = Task(analyse_text_steps(model, text))
+        job.signals.yielded.connect(self._analysis_progress)
+        job.signals.returned.connect(self._analysis_done)
+        job.signals.errored.connect(self._job_failed)
         job.signals.done.connect(self._analysis_stopped)
         self._job, self._job_text = job, text
         self.runner.start(job)
@@ -527,7 +513,7 @@ class LstmPanel(QWidget):
     @Slot(object)
     def _analysis_progress(self, step) -> None:
         if self.sender().task is self._job:
-            done, total, _ = step
+            done, total = step
             self.statusChanged.emit(f"reading {done * 100 // max(total, 1)} %")
 
     @Slot()
@@ -556,10 +542,10 @@ class LstmPanel(QWidget):
         if self._pending_text is None:
             self.analysisFinished.emit()
 
-    @Slot(str)
-    def _job_failed(self, message: str) -> None:
+    @Slot(object)
+    def _job_failed(self, error: BaseException) -> None:
         if self.sender().task in (self._job, self._sample_job):
-            self.statusChanged.emit(message)
+            self.statusChanged.emit(describe_error(error))
 
     def _cell_exists(self, cell: CellRef) -> bool:
         rep = self.analysis.replay
@@ -736,8 +722,8 @@ class LstmPanel(QWidget):
 
         job = Task(chunks)
         self._written = full
-        job.signals.progress.connect(self._sample_chunk)
-        job.signals.failed.connect(self._job_failed)
+        job.signals.yielded.connect(self._sample_chunk)
+        job.signals.errored.connect(self._job_failed)
         job.signals.done.connect(self._sample_done)
         self._sample_job = job
         self.write_button.setText("Stop writing")

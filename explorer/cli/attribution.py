@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from explorer.cli import CommandError, add_json_arg, add_model_args, cli_progress, emit, model_from_args
+from explorer.cli.options import CommandError, add_json_arg, add_model_args, cli_progress, emit, model_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

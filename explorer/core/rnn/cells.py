@@ -16,8 +16,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import InputError
-from .rnn import QUANTITIES, Replay
+from explorer.core.errors import InputError
+from explorer.core.rnn.model import QUANTITIES
+from explorer.core.rnn.replay import Replay
 
 
 MIN_STD = 1e-4  # cells whose values vary less than this over the text count as constant
@@ -427,14 +428,11 @@ class TextAnalysis:
 
 def analyse_text_steps(model, text: str, regex: Sequence[str] | None = None, top: int = 5,
                        search: bool = True):
-    """Replay ``text`` and search its cells: yields ``(done, total, None)`` while reading and finally
-    ``(total, total, TextAnalysis)``. Stop iterating to cancel (between chunks of 8192 characters)."""
-    from .rnn import gate_saturation, replay_steps  # noqa: PLC0415
+    """Replay ``text`` and search its cells: yields ``(done, total)`` while reading and returns the
+    :class:`TextAnalysis`. Close it to cancel (between chunks of 8192 characters)."""
+    from explorer.core.rnn.replay import gate_saturation, replay_steps  # noqa: PLC0415
 
-    rep = None
-    for done, total, rep in replay_steps(model, text):
-        if rep is None:
-            yield done, total, None
+    rep = yield from replay_steps(model, text)
     indicators = indicator_sequences(text, regex) if search else {}
     results = cell_search(rep, indicators, top=top) if search and len(text) > 2 else {}
-    yield total, total, TextAnalysis(rep, indicators, results, gate_saturation(rep))
+    return TextAnalysis(rep, indicators, results, gate_saturation(rep))

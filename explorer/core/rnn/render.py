@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import InputError
+from explorer.core.errors import InputError
 
 LEVELS = 256
 

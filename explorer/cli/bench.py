@@ -1,11 +1,7 @@
 """``deep-explorer bench``: timed comparisons against the tools people use today.
 
-``bench`` holds sub-subcommands registered by name, so each feature's module adds its own benchmark::
-
-    from explorer.cli_bench import register_bench
-    register_bench("live", configure_live)   # configure(parser) adds options and set_defaults(func=...)
-
-``bench attribution`` is defined here.
+:data:`BENCHES` is the one registry: a benchmark is a name, a help line and a function that adds its
+options and ``func``. ``bench attribution`` is defined here, ``bench live`` in :mod:`.live`.
 """
 from __future__ import annotations
 
@@ -13,51 +9,31 @@ import argparse
 import time
 from typing import Callable
 
-from explorer.cli import add_json_arg, add_model_args, emit, model_from_args
+from explorer.cli.live import LIVE_DESCRIPTION, LIVE_HELP, configure_bench_live
+from explorer.cli.options import add_json_arg, add_model_args, emit, model_from_args
 
 BenchConfigure = Callable[[argparse.ArgumentParser], None]
 
-# name → (one-line help, configure function); filled by register_bench, read when the parser is built
-BENCHES: dict[str, tuple[str, BenchConfigure]] = {}
-# modules that register benchmarks when imported (besides this one)
-BENCH_MODULES: list[str] = []
-
-
-def register_bench(name: str, configure: BenchConfigure, help: str = "") -> None:  # noqa: A002
-    """Add ``deep-explorer bench NAME``; ``configure(parser)`` adds its options and ``func``."""
-    BENCHES[name] = (help, configure)
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    import importlib  # noqa: PLC0415
-
-    for module in BENCH_MODULES:
-        importlib.import_module(module)
-    sub = bench_subparsers(subparsers)
-    for name, (help_text, configure) in BENCHES.items():
-        if name in sub.choices:
-            continue
-        p = sub.add_parser(name, help=help_text)
+    """Add ``bench`` and every benchmark in :data:`BENCHES` (each gets the model options and ``--json``)."""
+    bench = subparsers.add_parser("bench", help="benchmarks against reference tools",
+                                  description="Benchmarks: our time, the reference's time, their ratio "
+                                              "and the largest difference between the results.")
+    sub = bench.add_subparsers(dest="bench_command", metavar="BENCH", required=True)
+    for name, (help_text, description, configure) in BENCHES.items():
+        p = sub.add_parser(name, help=help_text, description=description or help_text)
         add_model_args(p)
         add_json_arg(p)
         configure(p)
 
 
-def bench_subparsers(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
-    """The subparsers of ``bench``, creating ``bench`` when no module has yet (modules that add their own
-    ``bench NAME`` directly find it here, whatever the order of ``SUBCOMMAND_MODULES``)."""
-    bench = subparsers.choices.get("bench")
-    if bench is None:
-        bench = subparsers.add_parser("bench", help="benchmarks against reference tools",
-                                      description="Benchmarks: our time, the reference's time, their ratio "
-                                                  "and the largest difference between the results.")
-        return bench.add_subparsers(dest="bench_command", metavar="BENCH", required=True)
-    return next(a for a in bench._actions if isinstance(a, argparse._SubParsersAction))
-
-
 # --- bench attribution -------------------------------------------------------------------------------
 
 BENCH_METHODS = ("occlusion", "guided-backprop", "deconvnet")
+
+
+ATTRIBUTION_HELP = "occlusion vs Captum's Occlusion; guided backprop / deconvnet vs the plain gradient"
 
 
 def configure_attribution(p: argparse.ArgumentParser) -> None:
@@ -197,5 +173,8 @@ def _bench_backprop(args, model, x, target, cls, method, backprop_attribution) -
     return row
 
 
-register_bench("attribution", configure_attribution,
-               help="occlusion vs Captum's Occlusion; guided backprop / deconvnet vs the plain gradient")
+# name → (one-line help, description, configure function): the one registry of benchmarks
+BENCHES: dict[str, tuple[str, str, BenchConfigure]] = {
+    "attribution": (ATTRIBUTION_HELP, "", configure_attribution),
+    "live": (LIVE_HELP, LIVE_DESCRIPTION, configure_bench_live),
+}

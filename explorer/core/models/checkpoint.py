@@ -12,94 +12,44 @@ Every failure is one :class:`~explorer.core.errors.ModelLoadError` line that nam
 """
 from __future__ import annotations
 
-import functools
 import io
 import itertools
-import math
 import pickle
 import pickletools
 import re
 import struct
 import warnings
 import zipfile
-from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from explorer.core.errors import ModelLoadError, UnknownArchitectureError, UntrustedCheckpointError
+from explorer.core.models.architecture import (
+    SHAPES_ARCH,
+    SHOWN_KEYS,
+    ArchitectureMatch,
+    canonical_arch,
+    closest_architecture,
+    count_words,
+    inferred_spec,
+    instantiate,
+    match_architecture,
+    shape_words,
+    signature_of,
+    spec_for,
+)
+from explorer.core.models.shapes import SHAPES_FORMAT
+from explorer.core.models.spec import InputSpec, LoadedModel
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
-from .errors import ModelLoadError, UntrustedCheckpointError
-from .models import IMAGENET_MEAN, IMAGENET_STD, InputSpec, LoadedModel, build_zoo_model, zoo_names, zoo_spec
-from .shapes_data import SHAPE_CLASSES
-from .shapes_net import SHAPES_FORMAT, SHAPES_INPUT_SIZE, SHAPES_MEAN, SHAPES_STD, ShapesNet
-
-SHAPES_ARCH = "shapes_net"
-_ARCH_ALIASES = {"shapes": SHAPES_ARCH, "shapesnet": SHAPES_ARCH, "shapes_net": SHAPES_ARCH}
 # Keys under which training scripts commonly nest the state dict.
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "module")
 # Prefixes added by nn.DataParallel / DistributedDataParallel, torch.compile, and wrappers that hold the
 # network as ``self.model`` or ``self.net`` (PyTorch Lightning modules, for one).
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.", "net.")
-# build_zoo_model drops GoogLeNet's and Inception's auxiliary heads; torchvision's own files have them.
-_AUX_PREFIXES = {"googlenet": ("aux1.", "aux2."), "inception_v3": ("AuxLogits.",)}
-_SHOWN_KEYS = 3
-# Factories that take a shape; sending them to the meta device builds a model without memory for its
-# weights, while value-producing factories (arange, tensor) stay real so that constructors that compute
-# on values (RegNet's block widths call .tolist()) still work, which `with torch.device("meta")` breaks.
-_SHAPE_FACTORIES = frozenset({torch.empty, torch.zeros, torch.ones, torch.full, torch.rand, torch.randn,
-                              torch.randint, torch.empty_strided, torch.normal})
-
-
-class _ShapeFactoriesOnMeta(TorchFunctionMode):
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = dict(kwargs or {})
-        if func in _SHAPE_FACTORIES and kwargs.get("device") is None:
-            kwargs["device"] = "meta"
-        return func(*args, **kwargs)
-
-
-@dataclass
-class ArchitectureMatch:
-    """How a state dict fits one architecture: ``ok`` when names and shapes all agree."""
-
-    arch: str
-    num_classes: int | None = None  # set when the checkpoint's classifier has other out-features
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)  # (key, file, model)
-    matched: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return not (self.missing or self.unexpected or self.mismatched)
-
-    @property
-    def distance(self) -> int:
-        return len(self.missing) + len(self.unexpected) + len(self.mismatched)
-
-    def describe(self) -> str:
-        """The architecture in words: ``resnet18`` or ``resnet18 with 10 classes``."""
-        return self.arch if self.num_classes is None else f"{self.arch} with {self.num_classes} classes"
-
-    def problem(self) -> str:
-        """Why the state dict does not fit, in one phrase."""
-        parts = []
-        if self.missing:
-            parts.append(f"{_count(len(self.missing), 'missing key')} ({_first(self.missing)})")
-        if self.unexpected:
-            parts.append(f"{_count(len(self.unexpected), 'unexpected key')} ({_first(self.unexpected)})")
-        if parts:
-            return "; ".join(parts)
-        key, in_file, in_model = self.mismatched[0]
-        more = len(self.mismatched) - 1
-        return (f"shape mismatch: {key} is {_shape(in_file)} in the file but {_shape(in_model)} in the model"
-                + (f" (and {_count(more, 'more tensor')})" if more else ""))
-
-
-def load_checkpoint(path: str | Path, arch: str | None = None, trust: bool = False) -> LoadedModel:
+def load_checkpoint(path: str | Path, arch: str | None = None, trust: bool = False,
+                    bundled_name: str | None = None) -> LoadedModel:
     """A model from a checkpoint file, on the CPU, in eval mode, marked trained.
 
     Parameters
@@ -111,6 +61,7 @@ def load_checkpoint(path: str | Path, arch: str | None = None, trust: bool = Fal
         for the input spec.
     trust : allow unpickling arbitrary Python objects (a whole module, or a dict holding objects that
         are not tensors). Unpickling runs code from the file, so only for files the user trusts.
+    bundled_name : the name of a bundled model this file is (it is then named and described as such).
 
     Raises
     ------
@@ -125,18 +76,7 @@ def load_checkpoint(path: str | Path, arch: str | None = None, trust: bool = Fal
         return _load_exported(path, arch)
     if kind == "safetensors":
         return _from_payload(_read_safetensors(path), path, arch, fmt="safetensors state dict")
-    return _from_payload(_torch_load(path, trust), path, arch, fmt="state dict")
-
-
-def detect_architecture(signature: Mapping[str, tuple[int, ...]]) -> ArchitectureMatch | None:
-    """The architecture whose state dict has exactly these names and shapes, or None.
-
-    ``signature`` maps state-dict keys to shapes. ShapesNet and every torchvision classification model
-    are tried; a classifier with other out-features than the default counts as a match (with
-    ``num_classes`` set).
-    """
-    match, _ = _detect(signature)
-    return match
+    return _from_payload(_torch_load(path, trust), path, arch, fmt="state dict", bundled_name=bundled_name)
 
 
 # --- reading files --------------------------------------------------------------------------------
@@ -238,8 +178,8 @@ def _torch_load(path: Path, trust: bool):
             found = re.search(r"GLOBAL ([\w.]+)", message)
             what = f" ({found.group(1)})" if found else ""
             raise UntrustedCheckpointError(
-                f"{path.name} holds pickled Python objects{what}; unpickling runs code from the file, so pass "
-                f"--trust-checkpoint (or confirm in the dialog) only if you trust where it came from") from None
+                f"{path.name} holds pickled Python objects{what}; unpickling runs code from the file, so load "
+                f"it only if you trust where it came from") from None
         raise ModelLoadError(f"{path.name} is not a readable PyTorch checkpoint ({_first_line(exc)})") from None
     except Exception as exc:  # noqa: BLE001 - torch.load and (when trusted) the file's own code raise anything
         message = _first_line(exc)
@@ -320,18 +260,18 @@ def _self_described(module: nn.Module, path: Path, arch: str | None, fmt: str, c
     the file's weights computes the same outputs, the eager model is returned instead.
     """
     state = module.state_dict()
-    signature = _signature_of(state)
+    signature = signature_of(state)
     match = None
     if arch:
-        named = _match(_canonical_arch(arch, path), signature)
+        named = match_architecture(canonical_arch(arch, path), signature)
         match = named if named.ok else None
     if match is None:
-        match, _ = _detect(signature, hint=path.stem)
+        match, _ = closest_architecture(signature, hint=path.stem)
     if match is not None:
-        spec = _spec_for(match)
+        spec = spec_for(match)
         source = f"{fmt}, architecture detected: {match.describe()}"
     else:
-        spec = _inferred_spec(state)
+        spec = inferred_spec(state)
         source = f"{fmt} ({class_name}; architecture not recognised)"
     if input_shape is not None and input_shape[1] == spec.channels:
         spec = InputSpec(size=tuple(input_shape[2:]), channels=spec.channels, mean=spec.mean, std=spec.std,
@@ -349,7 +289,7 @@ def _equivalent_eager_model(module: nn.Module, match: ArchitectureMatch, state: 
                             input_shape: tuple[int, ...], path: Path) -> nn.Module | None:
     """``match``'s architecture holding ``state``, if it gives ``module``'s outputs on a random input."""
     try:
-        eager = _instantiate(match, _normalised(state), path)
+        eager = instantiate(match, _normalised(state), path)
         x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
             expected, actual = module(x), eager(x)
@@ -365,33 +305,34 @@ def _equivalent_eager_model(module: nn.Module, match: ArchitectureMatch, state: 
 # --- state dicts ----------------------------------------------------------------------------------
 
 
-def _from_payload(payload, path: Path, arch: str | None, fmt: str) -> LoadedModel:
+def _from_payload(payload, path: Path, arch: str | None, fmt: str, bundled_name: str | None = None) -> LoadedModel:
     if isinstance(payload, Mapping) and payload.get("format") == SHAPES_FORMAT:
-        return _from_bundled(payload, path)
+        return _from_bundled(payload, path, bundled_name)
     content = _unwrap(payload, path)
     if isinstance(content, nn.Module):
         return _self_described(content, path, arch, fmt="pickled module (trusted)",
                                class_name=type(content).__name__)
     state = _normalised(content)
-    signature = _signature_of(state)
+    signature = signature_of(state)
     if arch:
-        match = _match(_canonical_arch(arch, path), signature)
+        match = match_architecture(canonical_arch(arch, path), signature)
         if not match.ok:
             raise ModelLoadError(f"{path.name} does not fit {match.arch}: {match.problem()}")
         how = f"architecture {match.describe()} (as named)"
     else:
-        match, closest = _detect(signature, hint=path.stem)
+        match, closest = closest_architecture(signature, hint=path.stem)
         if match is None:
             hint = f"; closest: {closest.arch}, {closest.problem()}" if closest is not None else ""
-            raise ModelLoadError(f"no known architecture matches {path.name} ({_count(len(state), 'tensor')}{hint}); "
-                                 f"name it with --model ARCH")
+            raise UnknownArchitectureError(f"no known architecture matches {path.name} "
+                                           f"({count_words(len(state), 'tensor')}{hint}); name its architecture")
         how = f"architecture detected: {match.describe()}"
-    module = _instantiate(match, state, path)
-    return LoadedModel(path.name, module, _spec_for(match), trained=True,
-                       source=f"{fmt}, {how} (matched {_count(match.matched, 'tensor')})")
+    module = instantiate(match, state, path)
+    return LoadedModel(path.name, module, spec_for(match), trained=True,
+                       source=f"{fmt}, {how} (matched {count_words(match.matched, 'tensor')})")
 
 
-def _from_bundled(payload: Mapping, path: Path) -> LoadedModel:
+def _from_bundled(payload: Mapping, path: Path, bundled_name: str | None = None) -> LoadedModel:
+    """The bundled format (the one reader of it, for bundled models and copies of them alike)."""
     try:
         labels = tuple(str(x) for x in payload["labels"])
         info = payload["input"]
@@ -402,12 +343,16 @@ def _from_bundled(payload: Mapping, path: Path) -> LoadedModel:
         arch = str(payload.get("arch", SHAPES_ARCH))
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelLoadError(f"{path.name} is a damaged {SHAPES_FORMAT} file (bad or missing {exc})") from None
-    match = _match(_canonical_arch(arch, path), _signature_of(state))
+    match = match_architecture(canonical_arch(arch, path), signature_of(state))
     if not match.ok:
         raise ModelLoadError(f"{path.name} does not fit {match.arch}: {match.problem()}")
     acc = payload.get("held_out_accuracy")
-    source = f"bundled-format {match.describe()}" + (f" (held-out accuracy {acc:.1%})" if acc is not None else "")
-    return LoadedModel(path.name, _instantiate(match, state, path), spec, trained=True, source=source)
+    accuracy = f" (held-out accuracy {acc:.1%})" if acc is not None else ""
+    if bundled_name is not None:
+        return LoadedModel(bundled_name, instantiate(match, state, path), spec, trained=True,
+                           source=f"bundled {bundled_name} CNN{accuracy}")
+    source = f"bundled-format {match.describe()}{accuracy}"
+    return LoadedModel(path.name, instantiate(match, state, path), spec, trained=True, source=source)
 
 
 def _unwrap(payload, path: Path):
@@ -427,10 +372,10 @@ def _unwrap(payload, path: Path):
             return tensors
         break
     if isinstance(payload, torch.Tensor):
-        raise ModelLoadError(f"{path.name} holds a single tensor of shape {_shape(tuple(payload.shape))}, "
+        raise ModelLoadError(f"{path.name} holds a single tensor of shape {shape_words(tuple(payload.shape))}, "
                              f"not a model's weights")
     if isinstance(payload, Mapping):
-        keys = ", ".join(str(k) for k in itertools.islice(payload, _SHOWN_KEYS))
+        keys = ", ".join(str(k) for k in itertools.islice(payload, SHOWN_KEYS))
         raise ModelLoadError(f"{path.name} holds a dict without a state dict in it (keys: {keys or 'none'}): "
                              f"not a model checkpoint")
     raise ModelLoadError(f"{path.name} holds a {type(payload).__name__}, not a model or a state dict")
@@ -447,183 +392,6 @@ def _normalised(state: Mapping) -> dict[str, torch.Tensor]:
                 state = {k[len(prefix):]: v for k, v in state.items()}
                 stripped = True
     return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-
-
-def _signature_of(state: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in state.items()}
-
-
-# --- architectures -------------------------------------------------------------------------------
-
-
-def _canonical_arch(arch: str, path: Path) -> str:
-    name = _ARCH_ALIASES.get(arch.lower(), arch)
-    if name == SHAPES_ARCH or name in zoo_names():
-        return name
-    raise ModelLoadError(f"unknown architecture {arch!r} for {path.name}: name a torchvision classification model "
-                         f"(resnet18, vgg16, ...) or {SHAPES_ARCH}, or leave it out to detect it")
-
-
-def _build(arch: str, num_classes: int | None = None) -> nn.Module:
-    if arch == SHAPES_ARCH:
-        return ShapesNet() if num_classes is None else ShapesNet(num_classes=num_classes)
-    return build_zoo_model(arch, num_classes=num_classes)
-
-
-@functools.cache
-def _architecture_signature(arch: str, num_classes: int | None = None) -> dict[str, tuple[int, ...]]:
-    """State-dict names and shapes of an architecture, from a copy built without weight memory."""
-    with _ShapeFactoriesOnMeta():
-        module = _build(arch, num_classes)
-    return _signature_of(module.state_dict())
-
-
-def _candidates(hint: str = "") -> list[str]:
-    """Every architecture; those named in ``hint`` (the file name) first, as they are the likeliest."""
-    names = [SHAPES_ARCH, *zoo_names()]
-    named = sorted((n for n in names if n in hint.lower()), key=len, reverse=True)
-    return named + [n for n in names if n not in named]
-
-
-def _match(arch: str, signature: Mapping[str, tuple[int, ...]]) -> ArchitectureMatch:
-    signature = _without_aux(arch, signature)
-    expected = _architecture_signature(arch)
-    match = _compare(arch, None, expected, signature)
-    num_classes = _changed_num_classes(expected, signature, match)
-    if num_classes is not None:
-        match = _compare(arch, num_classes, _architecture_signature(arch, num_classes), signature)
-    return match
-
-
-def _compare(arch: str, num_classes: int | None, expected: Mapping[str, tuple[int, ...]],
-             actual: Mapping[str, tuple[int, ...]]) -> ArchitectureMatch:
-    # Files from before BatchNorm counted batches lack num_batches_tracked; BatchNorm loads them anyway.
-    missing = [k for k in expected if k not in actual and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in actual if k not in expected]
-    mismatched = [(k, actual[k], shape) for k, shape in expected.items() if k in actual and actual[k] != shape]
-    matched = sum(1 for k in actual if k in expected)
-    return ArchitectureMatch(arch, num_classes, missing, unexpected, mismatched, matched)
-
-
-def _changed_num_classes(expected: Mapping[str, tuple[int, ...]], actual: Mapping[str, tuple[int, ...]],
-                         match: ArchitectureMatch) -> int | None:
-    """The checkpoint's class count when the only difference is the final classifier's out-features."""
-    if match.missing or match.unexpected or not match.mismatched:
-        return None
-    weights = [k for k, shape in expected.items() if k.endswith("weight") and len(shape) >= 2]
-    if not weights:
-        return None
-    head = weights[-1][: -len("weight")]
-    if not {k for k, _, _ in match.mismatched} <= {head + "weight", head + "bias"}:
-        return None
-    weight = actual[head + "weight"]
-    if weight[1:] != expected[head + "weight"][1:] or actual.get(head + "bias", (weight[0],)) != (weight[0],):
-        return None
-    return weight[0]
-
-
-def _without_aux(arch: str, signature: Mapping[str, tuple[int, ...]]) -> Mapping[str, tuple[int, ...]]:
-    prefixes = _AUX_PREFIXES.get(arch)
-    return {k: v for k, v in signature.items() if not k.startswith(prefixes)} if prefixes else signature
-
-
-def _detect(signature: Mapping[str, tuple[int, ...]],
-            hint: str = "") -> tuple[ArchitectureMatch | None, ArchitectureMatch | None]:
-    """(the matching architecture or None, the closest one).
-
-    Torchvision's architectures differ in at least one name or shape besides the classifier, so the
-    first match is the only one.
-    """
-    closest = None
-    for arch in _candidates(hint):
-        match = _match(arch, signature)
-        if match.ok:
-            return match, match
-        # Closeness: a missed or extra tensor counts one, relative to the size of both.
-        if closest is None or _relative_distance(match, signature) < _relative_distance(closest, signature):
-            closest = match
-    return None, closest
-
-
-def _relative_distance(match: ArchitectureMatch, signature: Mapping) -> float:
-    return match.distance / max(1, len(signature) + len(match.missing))
-
-
-def _instantiate(match: ArchitectureMatch, state: Mapping[str, torch.Tensor], path: Path) -> nn.Module:
-    """The architecture with the checkpoint's tensors in it, in eval mode on the CPU."""
-    state = OrderedDict(_without_aux(match.arch, state))
-    expected = _architecture_signature(match.arch, match.num_classes)
-    for key in expected:
-        if key.endswith("num_batches_tracked") and key not in state:
-            state[key] = torch.tensor(0, dtype=torch.long)
-    with _ShapeFactoriesOnMeta():
-        module = _build(match.arch, match.num_classes)
-    # Some modules read their format version from the state dict's metadata (MNASNet refuses to load
-    # without it); safetensors files and re-keyed dicts have none, and the names now match this build.
-    state._metadata = module.state_dict()._metadata  # type: ignore[attr-defined]
-    try:
-        module.load_state_dict(state, strict=True, assign=True)
-        if any(t.is_meta for t in itertools.chain(module.parameters(), module.buffers())):
-            # A buffer outside the state dict (non-persistent) would stay empty: build it for real.
-            module = _build(match.arch, match.num_classes)
-            module.load_state_dict(state, strict=True)
-    except (RuntimeError, ValueError, KeyError) as exc:
-        raise ModelLoadError(f"{path.name} cannot be loaded into {match.describe()} ({_first_line(exc)})") from None
-    return module.eval()
-
-
-# --- input specs ---------------------------------------------------------------------------------
-
-
-def _spec_for(match: ArchitectureMatch) -> InputSpec:
-    if match.arch == SHAPES_ARCH:
-        num_classes = match.num_classes or len(SHAPE_CLASSES)
-        labels = tuple(SHAPE_CLASSES) if num_classes == len(SHAPE_CLASSES) else ()
-        return InputSpec(size=SHAPES_INPUT_SIZE, channels=3, mean=SHAPES_MEAN, std=SHAPES_STD, labels=labels)
-    spec = zoo_spec(match.arch)
-    if match.num_classes is not None and match.num_classes != len(spec.labels):
-        spec = InputSpec(size=spec.size, channels=spec.channels, mean=spec.mean, std=spec.std, labels=())
-    return spec
-
-
-def _inferred_spec(state: Mapping[str, torch.Tensor]) -> InputSpec:
-    """Channels (and for an MLP, the image size) from the first conv or linear weight; 224x224 otherwise."""
-    for key, tensor in state.items():
-        if not key.endswith("weight") or tensor.dim() not in (2, 4):
-            continue
-        if tensor.dim() == 4:
-            return _default_spec(int(tensor.shape[1]), (224, 224))
-        features = int(tensor.shape[1])
-        for channels in (3, 1):
-            side = math.isqrt(features // channels)
-            if side * side * channels == features:
-                return _default_spec(channels, (side, side))
-        return _default_spec(1, (1, features))
-    return InputSpec()
-
-
-def _default_spec(channels: int, size: tuple[int, int]) -> InputSpec:
-    if channels == 3:
-        return InputSpec(size=size, channels=3, mean=IMAGENET_MEAN, std=IMAGENET_STD)
-    if channels == 1:  # ImageNet's statistics averaged over the colour channels
-        return InputSpec(size=size, channels=1, mean=(0.449,), std=(0.226,))
-    return InputSpec(size=size, channels=channels, mean=(0.5,) * channels, std=(0.25,) * channels)
-
-
-# --- wording -------------------------------------------------------------------------------------
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
-
-
-def _first(keys: list[str]) -> str:
-    shown = ", ".join(keys[:_SHOWN_KEYS])
-    return shown + (", ..." if len(keys) > _SHOWN_KEYS else "")
-
-
-def _shape(shape: tuple[int, ...]) -> str:
-    return "x".join(str(s) for s in shape) if shape else "a scalar"
 
 
 def _first_line(exc: BaseException) -> str:

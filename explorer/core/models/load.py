@@ -1,0 +1,83 @@
+"""Loading a model the way the command line and the window name it: bundled, torchvision, or a file."""
+from __future__ import annotations
+
+from collections.abc import Generator
+from pathlib import Path
+
+import torch
+from explorer.core.errors import ModelLoadError
+from explorer.core.models.device import resolve_device
+from explorer.core.models.spec import LoadedModel, ProgressFn, read_labels_file
+from explorer.core.models.zoo import load_zoo_model_steps, zoo_names
+from explorer.core.resources import MODELS_DIR
+from explorer.core.steps import drive
+
+BUNDLED_MODELS = {"shapes": MODELS_DIR / "shapes.pt"}
+DEFAULT_MODEL = "shapes"
+
+
+def bundled_names() -> list[str]:
+    return sorted(BUNDLED_MODELS)
+
+
+def load_bundled_model(name: str) -> LoadedModel:
+    """A bundled CNN by name, read by the one reader of the bundled format (:mod:`.checkpoint`)."""
+    from explorer.core.models.checkpoint import load_checkpoint  # noqa: PLC0415
+
+    path = BUNDLED_MODELS[name]
+    if not path.exists():
+        raise ModelLoadError(f"bundled model {name!r} is missing ({path}); run scripts/train_shapes.py")
+    return load_checkpoint(path, bundled_name=name)
+
+
+def load_model_steps(name: str | None = None, *, checkpoint: str | Path | None = None,
+                     weights: str = "pretrained", trust_checkpoint: bool = False,
+                     device: str | torch.device | None = None, input_size: tuple[int, int] | None = None,
+                     mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
+                     labels_file: str | Path | None = None,
+                     weights_url: str | None = None) -> Generator[tuple[int, int], None, LoadedModel]:
+    """Load a model the way the command line and the GUI name it.
+
+    A generator: it yields ``(bytes done, bytes total)`` while pretrained weights download and returns
+    the :class:`LoadedModel` (closing it cancels); :func:`load_model` runs it to the end.
+
+    Parameters
+    ----------
+    name : a bundled name (``shapes``), a torchvision name (``resnet18``), a checkpoint file path, or
+        None for the bundled default.
+    checkpoint : a checkpoint file; ``name`` (if a zoo name) then says which architecture it fits.
+    weights : ``"pretrained"`` (download once, cached) or ``"none"`` (random, shown as untrained);
+        ignored when a checkpoint is given.
+    trust_checkpoint : allow unpickling whole modules (this runs code from the file).
+    """
+    if checkpoint is None and name and Path(name).suffix and Path(name).exists():
+        name, checkpoint = None, name
+    if checkpoint is not None:  # ``name``, when given, is the checkpoint's architecture
+        from explorer.core.models.checkpoint import load_checkpoint  # noqa: PLC0415
+
+        loaded = load_checkpoint(checkpoint, arch=name, trust=trust_checkpoint)
+    elif (name := name or DEFAULT_MODEL) in BUNDLED_MODELS:
+        loaded = load_bundled_model(name)
+    elif name in zoo_names():
+        loaded = yield from load_zoo_model_steps(name, weights=weights, weights_url=weights_url)
+    else:
+        raise ModelLoadError(f"unknown model {name!r}: not a file, not bundled "
+                             f"({', '.join(bundled_names())}), not a torchvision classification model")
+    labels = read_labels_file(labels_file) if labels_file else None
+    loaded.spec = loaded.spec.with_overrides(size=input_size, mean=mean, std=std, labels=labels)
+    loaded.module.eval()
+    for p in loaded.module.parameters():
+        p.requires_grad_(False)
+    return loaded.to(resolve_device(device))
+
+
+def load_model(name: str | None = None, *, progress: ProgressFn | None = None, **options) -> LoadedModel:
+    """:func:`load_model_steps` run to the end; ``progress(done, total)`` sees the download's steps."""
+    return drive(load_model_steps(name, **options), None if progress is None else (lambda step: progress(*step)))
+
+
+def load_zoo_model(name: str, weights: str = "pretrained", progress: ProgressFn | None = None,
+                   weights_url: str | None = None) -> LoadedModel:
+    """:func:`~explorer.core.models.zoo.load_zoo_model_steps` run to the end."""
+    return drive(load_zoo_model_steps(name, weights=weights, weights_url=weights_url),
+                 None if progress is None else (lambda step: progress(*step)))

@@ -1,0 +1,8 @@
+"""Character-level recurrent language models and what their cells do.
+
+- ``model``: :class:`CharRNN`, the checkpoint format, bundled models, sampling
+- ``replay``: every gate at every step, recomputed from the module's weights
+- ``cells``: indicators of the text and the search for cells that track them
+- ``render``: the text coloured by a cell (HTML, PNG)
+- ``train``: training a char-RNN on a corpus
+"""
