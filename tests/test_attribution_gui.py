@@ -122,3 +122,16 @@ def test_targets_set_from_outside(qtbot, panel):
     _compute(qtbot, panel)
     assert got[-1] == Target.for_class(4) and panel.class_label.text() == SHAPE_CLASSES[4]
     assert panel.pane.overlay_item.image.shape == (48, 48)
+
+
+def test_top_class_target_shows_that_class_in_the_class_field(qtbot, panel, context):
+    loaded, x, _ = context
+    top = int(loaded.module(x).argmax())
+    other = (top + 1) % len(SHAPE_CLASSES)
+    panel.set_target_class(other)  # a class typed earlier
+    panel.target_kind.setCurrentText("top class")
+    result = _compute(qtbot, panel)
+    assert result.target.class_index == top
+    assert panel.class_index.value() == top and panel.class_label.text() == SHAPE_CLASSES[top]
+    assert SHAPE_CLASSES[top] in panel.status.text()
+    assert panel.current_target() is None  # still explaining whatever the top class is

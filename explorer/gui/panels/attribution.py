@@ -257,6 +257,12 @@ class AttributionPanel(QWidget):
         layer = f" at {result.layer}" if result.layer else ""
         self.status.setText(f"{result.method}{layer} of {result.target.describe(self.loaded.spec.labels)}: "
                             f"{result.seconds:.2f} s{extra}")
+        if result.target.class_index is not None and self.target_kind.currentText() == "top class":
+            # the worker found the top class: the class field shows it (not the last class typed)
+            self.class_index.blockSignals(True)
+            self.class_index.setValue(result.target.class_index)
+            self.class_index.blockSignals(False)
+            self._update_class_label()
         self.note.setText(result.note)
         self._redraw()
         self.target_changed.emit(result.target)
