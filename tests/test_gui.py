@@ -335,3 +335,23 @@ def test_images_are_decoded_off_the_gui_thread(qtbot, shapes_window, monkeypatch
     wait_idle(qtbot, shapes_window)
     assert shapes_window.input_name == "coffee.jpg"
     assert threads and threading.main_thread() not in threads
+
+
+def test_enter_in_the_model_field_loads_once_and_the_old_layer_never_reaches_the_new_model(
+        qtbot, shapes_window, caplog):
+    window = shapes_window
+    assert window.layer and window.layer not in dict(__import__("torchvision").models.resnet18().named_modules())
+    requests = []
+    real = window.load_model
+    window.load_model = lambda request: requests.append(request) or real(request)
+    window.pretrained_box.setChecked(False)
+    window.model_combo.lineEdit().selectAll()
+    qtbot.keyClicks(window.model_combo.lineEdit(), "resnet18")
+    with caplog.at_level("ERROR", logger="explorer"):
+        qtbot.keyClick(window.model_combo.lineEdit(), Qt.Key_Return)
+        qtbot.waitUntil(lambda: window.loaded.name == "resnet18", timeout=60_000)
+        wait_idle(qtbot, window)
+    assert [r.name for r in requests] == ["resnet18"]
+    assert window.last_error is None, window.last_error
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+    assert window.layer in window.layers.names()

@@ -308,7 +308,10 @@ class MainWindow(QMainWindow):
             self.load_model(ModelRequest(checkpoint=name))
             return
         weights = "pretrained" if self.pretrained_box.isChecked() else "none"
-        self.load_model(ModelRequest(name=name, weights=weights))
+        request = ModelRequest(name=name, weights=weights)
+        if self.load_task is not None and self.last_model_request == request:
+            return  # Enter in the combo's editor activates it twice (the editor and its completer)
+        self.load_model(request)
 
     def load_model(self, request: ModelRequest) -> None:
         """Load in a worker; progress (downloads) in the status bar, cancellable."""
@@ -377,6 +380,7 @@ class MainWindow(QMainWindow):
         if self.model_combo.currentText() != loaded.name:
             self.model_combo.setEditText(loaded.name)
         self.layers.set_rows(rows)
+        self.layer = None  # the old model's layer: no name of it may reach the new model
         self._prepare_input()
         wanted = self.pending_layer if self.pending_layer in self.layers.names() else self.default_layer(rows)
         self.pending_layer = None
