@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from explorer.core import colormaps
 from explorer.core.errors import ExplorerError
 from explorer.core.attribution.backprop import backprop_attribution, saliency_image
 from explorer.core.attribution.gradcam import grad_cam, guided_grad_cam
@@ -90,38 +91,18 @@ def compute_attribution(model: nn.Module, x: torch.Tensor, method: str, target: 
                              time.perf_counter() - start, note, mode, layer, clean)
 
 
-def _lut(name: str) -> np.ndarray:
-    """256x3 uint8 lookup table: ``jet`` for maps >= 0, ``bwr`` (blue-white-red) for signed maps."""
-    t = np.linspace(0, 1, 256)
-    if name == "bwr":
-        r = np.clip(2 * t, 0, 1)
-        b = np.clip(2 - 2 * t, 0, 1)
-        g = 1 - np.abs(2 * t - 1)
-        rgb = np.stack([r, g, b], 1)
-    else:
-        r = np.clip(1.5 - np.abs(4 * t - 3), 0, 1)
-        g = np.clip(1.5 - np.abs(4 * t - 2), 0, 1)
-        b = np.clip(1.5 - np.abs(4 * t - 1), 0, 1)
-        rgb = np.stack([r, g, b], 1)
-    return (rgb * 255 + 0.5).astype(np.uint8)
-
-
 def map_levels(display: np.ndarray) -> tuple[float, float, str]:
-    """(low, high, colormap) to show a map: symmetric around 0 with ``bwr`` when it has both signs."""
-    lo, hi = float(display.min()), float(display.max())
-    if lo < 0 < hi:
-        m = max(-lo, hi)
-        return -m, m, "bwr"
-    if lo == hi:
-        return lo, lo + 1.0, "jet"
-    return lo, hi, "jet"
+    """(low, high, colour map) to show a map: symmetric around 0 with the diverging map when it has both
+    signs (the same rule the window uses, from :mod:`explorer.core.colormaps`)."""
+    lo, hi, signed = colormaps.map_levels(display)
+    return lo, hi, colormaps.auto_colormap(signed)
 
 
-def overlay_image(picture: np.ndarray, display: np.ndarray, opacity: float = 0.5) -> np.ndarray:
+def overlay_image(picture: np.ndarray, display: np.ndarray, opacity: float = 0.5,
+                  colormap: str | None = None) -> np.ndarray:
     """The map (H, W) coloured and blended over the picture (H, W, 3) uint8 → (H, W, 3) uint8."""
     lo, hi, cmap = map_levels(display)
-    idx = np.clip((display - lo) / (hi - lo) * 255, 0, 255).astype(np.uint8)
-    colour = _lut(cmap)[idx].astype(np.float32)
+    colour = colormaps.colorize(display, (lo, hi), colormap or cmap).astype(np.float32)
     out = (1 - opacity) * picture.astype(np.float32) + opacity * colour
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
@@ -156,7 +137,7 @@ def attribution_steps(model: nn.Module, x: torch.Tensor, method: str, target: Ta
     def as_step(step) -> AttributionStep:
         display = np.ascontiguousarray(step.partial_map[0].numpy(), dtype=np.float32)
         lo, hi, cmap = map_levels(display)
-        return AttributionStep(step.done, step.total, display, (lo, hi), cmap == "bwr", step.stage)
+        return AttributionStep(step.done, step.total, display, (lo, hi), cmap == "diverging", step.stage)
 
     start = time.perf_counter()
     occ = yield from map_yields(occlusion_sweep(model, x, target, occlusion_settings), as_step)

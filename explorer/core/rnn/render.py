@@ -11,23 +11,12 @@ from typing import Sequence
 
 import numpy as np
 
+from explorer.core.colormaps import LEVELS, lookup_table
 from explorer.core.errors import InputError
 
-LEVELS = 256
 
 
-def diverging_lut(levels: int = LEVELS) -> np.ndarray:
-    """(levels, 3) uint8 RGB: blue (−1) → white (0) → red (+1), through light tints for readability."""
-    t = np.linspace(-1.0, 1.0, levels)
-    neg = np.array([33, 102, 172], dtype=np.float64)  # ColorBrewer RdBu ends
-    pos = np.array([178, 24, 43], dtype=np.float64)
-    white = np.array([247, 247, 247], dtype=np.float64)
-    a = np.abs(t)[:, None] ** 0.8
-    rgb = np.where(t[:, None] < 0, white + (neg - white) * a, white + (pos - white) * a)
-    return np.clip(np.round(rgb), 0, 255).astype(np.uint8)
-
-
-LUT = diverging_lut()
+LUT = lookup_table("diverging")
 
 
 def color_indices(values: np.ndarray, levels: int = LEVELS) -> np.ndarray:

@@ -15,11 +15,11 @@ from explorer.core.attribution.methods import (METHODS, AttributionResult, Attri
                                                conv_layer_names, layer_names, map_levels)
 from explorer.core.attribution.occlusion import BASELINES, OcclusionSettings
 from explorer.core.attribution.target import Target
+from explorer.core.colormaps import COLORMAPS, auto_colormap
 from explorer.gui.widgets.image_pane import ImagePane, lookup_table
 from explorer.gui.workers import Task, TaskRunner, describe_error
 
 GRADIENT_METHODS = ("gradient", "deconvnet", "guided-backprop", "gradcam", "guided-gradcam")
-COLORMAPS = ("auto", "inferno", "viridis", "magma", "turbo", "CET-D1")
 TARGET_KINDS = ("top class", "class", "unit")
 
 
@@ -250,7 +250,7 @@ class AttributionPanel(QWidget):
     def _on_result(self, result: AttributionResult) -> None:
         self.result = result
         lo, hi, cmap = map_levels(result.display)
-        self.display, self.levels, self.signed = result.display, (lo, hi), cmap == "bwr"
+        self.display, self.levels, self.signed = result.display, (lo, hi), cmap == "diverging"
         self.progress.setRange(0, 1)
         self.progress.setValue(1)
         extra = f", {result.mode}" if result.mode else ""
@@ -287,17 +287,15 @@ class AttributionPanel(QWidget):
 
     # --- drawing --------------------------------------------------------------------------------------
 
-    def _lut(self) -> np.ndarray:
+    def _lookup_table(self) -> np.ndarray:
         name = self.colormap.currentText()
-        if name == "auto":
-            name = "CET-D1" if self.signed else "inferno"
-        return lookup_table(name)
+        return lookup_table(auto_colormap(self.signed) if name == "auto" else name)
 
     def _redraw(self) -> None:
         if self.display is None:
             self.pane.set_overlay(None)
             return
-        self.pane.set_overlay(self.display, lut=self._lut(), opacity=self.opacity.value() / 100,
+        self.pane.set_overlay(self.display, lut=self._lookup_table(), opacity=self.opacity.value() / 100,
                               levels=self.levels)
 
     # --- state ----------------------------------------------------------------------------------------

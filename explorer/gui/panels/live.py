@@ -18,12 +18,13 @@ from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QFileDialog, 
 
 from explorer.core.errors import ExplorerError
 from explorer.core.live import FrameSlot, LiveFrame, LivePipeline, LiveResult, LiveRunner, LiveStats, format_stats
+from explorer.core.colormaps import lookup_table
 from explorer.core.models import LoadedModel
 from explorer.sources import (CameraSource, FolderSource, FrameSource, SourceError, VideoFileSource,
                               camera_resolutions, list_cameras)
 from explorer.sources.video import VIDEO_SUFFIXES
 
-GRID_LUT = pg.colormap.get("inferno").getLookupTable(0.0, 1.0, 256)
+GRID_LUT = lookup_table("inferno", alpha=True)
 STATS_INTERVAL = 0.25  # seconds between two `stats` signals
 
 

@@ -10,16 +10,14 @@ import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QPen
 
+from explorer.core import colormaps
+
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
 
 
 def lookup_table(name: str) -> np.ndarray:
-    """A (256, 4) uint8 lookup table from one of pyqtgraph's colour maps ("grey" for plain grey)."""
-    if name in ("grey", "gray"):
-        ramp = np.arange(256, dtype=np.uint8)
-        return np.ascontiguousarray(np.stack([ramp, ramp, ramp, np.full(256, 255, np.uint8)], 1))
-    cmap = pg.colormap.get(name)
-    return np.ascontiguousarray(cmap.getLookupTable(0.0, 1.0, 256, alpha=True))
+    """A (256, 4) uint8 lookup table of one of the core's colour maps (the same the CLI's PNGs use)."""
+    return colormaps.lookup_table(name, alpha=True)
 
 
 class ImagePane(pg.GraphicsLayoutWidget):
