@@ -355,3 +355,30 @@ def test_enter_in_the_model_field_loads_once_and_the_old_layer_never_reaches_the
     assert window.last_error is None, window.last_error
     assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
     assert window.layer in window.layers.names()
+
+
+def test_the_real_window_opens_on_an_x_server(tmp_path):
+    """Qt's xcb plugin with every library it loads (.ci/run installs them and Xvfb): a missing one fails here."""
+    import os
+    import shutil
+
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb is not installed (.ci/run installs it)")
+    read_fd, write_fd = os.pipe()
+    server = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1600x1000x24", "-nolisten",
+                               "tcp"], pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    os.close(write_fd)
+    try:
+        with os.fdopen(read_fd) as pipe:
+            display = pipe.readline().strip()  # Xvfb writes its display number once it accepts clients
+        assert display, server.stderr.read().decode()[-2000:] if server.poll() is not None else "no display"
+        out = tmp_path / "xcb.png"
+        env = {**os.environ, "QT_QPA_PLATFORM": "xcb", "DISPLAY": f":{display}"}
+        env.pop("WAYLAND_DISPLAY", None)
+        result = subprocess.run([sys.executable, "-m", "explorer", "--no-settings", "--screenshot", str(out)],
+                                capture_output=True, text=True, timeout=240, env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert Image.open(out).size[0] >= 800
+    finally:
+        server.terminate()
+        server.wait(30)
