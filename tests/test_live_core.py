@@ -61,8 +61,8 @@ def test_layer_change_takes_effect_on_the_next_frame():
     assert second.layer == "conv2" and second.layout.count == 10
 
 
-def test_default_layer_is_the_first_convolution():
-    assert default_layer(tiny_model().module) == "conv1"
+def test_default_layer_is_the_first_convolutions_activation():
+    assert default_layer(tiny_model().module) == "relu1"
 
 
 def test_slow_model_drops_frames_instead_of_queueing():

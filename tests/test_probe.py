@@ -1,6 +1,7 @@
 """Layer table figures against published counts and a naive formula; activation capture is exact."""
 from __future__ import annotations
 
+import pytest
 import torch
 import torchvision
 from torch import nn
@@ -90,3 +91,21 @@ def test_run_forward_returns_logits_and_requested_activation_only():
     assert out.logits.shape == (1, 1000)
     assert set(out.activations) == {"layer1"}
     assert out.activations["layer1"].shape == (1, 64, 16, 16)
+
+
+@pytest.mark.parametrize("arch, expected", [("resnet18", "relu"), ("vgg11", "features.1"), ("alexnet", "features.1")])
+def test_one_default_layer_rule_for_the_table_and_the_live_view(arch, expected):
+    from explorer.core.live import default_layer as live_default
+    from explorer.core.models import build_zoo_model
+    from explorer.core.probe import default_layer, leaves_of_rows
+
+    model = build_zoo_model(arch).eval()
+    rows = layer_table(model, (3, 64, 64))
+    assert default_layer(leaves_of_rows(rows)) == expected == live_default(model)
+
+
+def test_default_layer_without_convolutions_is_the_first_leaf():
+    from explorer.core.probe import default_layer, leaves_of
+
+    mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2), torch.nn.ReLU())
+    assert default_layer(leaves_of(mlp)) == "0" and default_layer([]) is None

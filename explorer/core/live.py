@@ -22,6 +22,8 @@ from torch import nn
 from explorer.core.errors import InputError
 from explorer.core.models.spec import LoadedModel
 from explorer.core.preprocess import fit_image
+from explorer.core.probe import default_layer as probe_default_layer
+from explorer.core.probe import leaves_of
 from explorer.core.tiling import GridLayout, activation_grid
 
 STAGES = ("preprocess", "forward", "tile", "display")
@@ -258,18 +260,11 @@ def _to_host(t: torch.Tensor) -> np.ndarray:
 
 
 def default_layer(module: nn.Module) -> str:
-    """The layer shown when none is chosen: the first convolution (else the first leaf module)."""
-    first_leaf = None
-    for name, m in module.named_modules():
-        if not name:
-            continue
-        if isinstance(m, nn.Conv2d):
-            return name
-        if first_leaf is None and not list(m.children()):
-            first_leaf = name
-    if first_leaf is None:
+    """The layer shown when none is chosen: :func:`explorer.core.probe.default_layer`'s rule."""
+    name = probe_default_layer(leaves_of(module))
+    if name is None:
         raise InputError("the model has no layers to show")
-    return first_leaf
+    return name
 
 
 class LiveStats:

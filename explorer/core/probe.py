@@ -1,6 +1,8 @@
 """Look inside a forward pass: the layer table (shapes, parameters, MACs) and activation capture by hooks."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Iterator
@@ -164,3 +166,29 @@ def top_k(logits: torch.Tensor, labels: tuple[str, ...] | list[str], k: int = 5)
     values, indices = probs.topk(min(k, probs.numel()))
     return [{"index": int(i), "label": labels[int(i)] if int(i) < len(labels) else f"class {int(i)}",
              "probability": float(v)} for v, i in zip(values.cpu(), indices.cpu())]
+
+
+def default_layer(leaves: Sequence[tuple[str, str]]) -> str | None:
+    """The layer shown when none is chosen, for every view (the one rule).
+
+    ``leaves`` are (name, type name) of the leaf modules in the order they run. The first convolution's
+    activation: the first ReLU among the three leaves after the first convolution, else that
+    convolution; a model without convolutions shows its first leaf. None when there are no leaves.
+    """
+    for i, (name, kind) in enumerate(leaves):
+        if kind.startswith("Conv"):
+            for after, after_kind in leaves[i + 1:i + 4]:
+                if "ReLU" in after_kind:
+                    return after
+            return name
+    return leaves[0][0] if leaves else None
+
+
+def leaves_of(module: nn.Module) -> list[tuple[str, str]]:
+    """(name, type name) of ``module``'s leaf modules in definition order (when no forward has run)."""
+    return [(n, type(m).__name__) for n, m in module.named_modules() if n and not list(m.children())]
+
+
+def leaves_of_rows(rows: Sequence["LayerRow"]) -> list[tuple[str, str]]:
+    """(name, type name) of the layer table's leaves that ran, in the order they ran."""
+    return [(r.name, r.type) for r in rows if r.is_leaf and r.output_shape is not None]

@@ -21,7 +21,7 @@ from explorer.core.models.device import available_devices, describe_device
 from explorer.core.errors import ExplorerError, UntrustedCheckpointError, WeightsDownloadError
 from explorer.core.explore import compute_filter_view, compute_layer_view
 from explorer.core.models import LoadedModel, bundled_names, load_model_steps, zoo_names
-from explorer.core.probe import layer_table
+from explorer.core.probe import default_layer, layer_table, leaves_of_rows
 
 from explorer.gui.widgets.activation_view import ActivationView
 from explorer.gui.widgets.filter_view import FilterPanel
@@ -396,15 +396,8 @@ class MainWindow(QMainWindow):
 
     @staticmethod
     def default_layer(rows) -> str | None:
-        """The first convolution's activation (the first ReLU after it), else the first leaf that ran."""
-        leaves = [r for r in rows if r.is_leaf and r.output_shape is not None]
-        for i, r in enumerate(leaves):
-            if r.type.startswith("Conv"):
-                for after in leaves[i + 1:i + 4]:
-                    if "ReLU" in after.type:
-                        return after.name
-                return r.name
-        return leaves[0].name if leaves else None
+        """The core's one default-layer rule, on the layer table's rows."""
+        return default_layer(leaves_of_rows(rows))
 
     def set_device(self, device: str) -> None:
         if self.loaded is None or str(self.loaded.device) == device:
