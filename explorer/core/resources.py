@@ -19,3 +19,4 @@ RESOURCES = _resources_root()
 MODELS_DIR = RESOURCES / "models"
 SAMPLE_IMAGES = RESOURCES / "images"
 SAMPLE_TEXT = RESOURCES / "text" / "threading_sample.py"
+APP_ICON = RESOURCES / "icons" / "deep-explorer.png"
