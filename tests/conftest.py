@@ -30,3 +30,9 @@ def no_thread_leak():
             return
         threading.Event().wait(0.1)
     pytest.fail(f"threads left running: {[t.name for t in extra]}")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_log(tmp_path, monkeypatch):
+    """The command line's log file (explorer.logs) in the test's folder, not the user's state folder."""
+    monkeypatch.setenv("DEEP_EXPLORER_LOG", str(tmp_path / "deep-explorer.log"))

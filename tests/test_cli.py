@@ -139,7 +139,7 @@ def test_offline_pretrained_is_one_line_suggesting_weights_none(capsys, offline_
 
 def test_layers_never_downloads(capsys, offline_hub):
     code, out, _ = run_cli(capsys, "layers", "--model", "squeezenet1_1", "--json")
-    assert code == 0 and json.loads(out)["model"] == "squeezenet1_1"
+    assert code == 0 and json.loads(out)["model"]["name"] == "squeezenet1_1"
 
 
 def test_download_shows_a_progress_bar_then_predicts(capsys, tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ import time
 from typing import Callable
 
 from explorer.cli.live import LIVE_DESCRIPTION, LIVE_HELP, configure_bench_live
-from explorer.cli.options import add_json_arg, add_model_args, emit, model_from_args
+from explorer.cli.options import add_json_arg, add_model_args, check_memory, describe_model, emit, model_from_args, positive_int
 
 BenchConfigure = Callable[[argparse.ArgumentParser], None]
 
@@ -40,13 +40,13 @@ def configure_attribution(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", nargs="+", choices=BENCH_METHODS, default=list(BENCH_METHODS),
                    help="methods to time (default: all)")
     p.add_argument("--input", default=None, help="an image or .npy (default: a seeded random input)")
-    p.add_argument("--window", type=int, default=16)
-    p.add_argument("--stride", type=int, default=8)
+    p.add_argument("--window", type=positive_int, default=16)
+    p.add_argument("--stride", type=positive_int, default=8)
     p.add_argument("--baseline", choices=["zero", "mean", "blur"], default="zero")
-    p.add_argument("--batch-size", type=int, default=16, help="occluded images per batch, for both (default 16)")
-    p.add_argument("--repeat", type=int, default=1, help="occlusion runs per side; the best time counts")
-    p.add_argument("--grad-repeat", type=int, default=10, help="gradient runs per method; the best time counts")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="occluded images per batch, for both (default 16)")
+    p.add_argument("--repeat", type=positive_int, default=1, help="occlusion runs per side; the best time counts")
+    p.add_argument("--grad-repeat", type=positive_int, default=10, help="gradient runs per method; the best time counts")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     p.set_defaults(func=run_bench_attribution)
 
 
@@ -75,6 +75,7 @@ def run_bench_attribution(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     loaded = model_from_args(args)
+    check_memory(args, loaded, batch=args.batch_size + 1, gradients=True, what="the benchmark")
     model, spec, device = loaded.module, loaded.spec, loaded.device
     if args.input:
         x = load_input(args.input, spec, args.fit)[0].to(device)
@@ -89,7 +90,7 @@ def run_bench_attribution(args: argparse.Namespace) -> int:
             rows.append(_bench_occlusion(args, model, x, target, cls, OcclusionSettings, make_baseline, occlusion))
         else:
             rows.append(_bench_backprop(args, model, x, target, cls, method, backprop_attribution))
-    data = {"model": loaded.display_name, "device": str(device), "input_shape": list(x.shape),
+    data = {"model": describe_model(loaded), "device": str(device), "input_shape": list(x.shape),
             "threads": torch.get_num_threads(), "target_class": cls, "results": rows}
     lines = [f"model {loaded.display_name} on {device}, input {tuple(x.shape)}, "
              f"{torch.get_num_threads()} threads, target class {cls}"]

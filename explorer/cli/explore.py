@@ -6,7 +6,17 @@ from pathlib import Path
 
 import numpy as np
 
-from explorer.cli.options import CommandError, add_json_arg, add_model_args, emit, model_from_args
+from explorer.cli.options import (
+    CommandError,
+    InputFailures,
+    add_json_arg,
+    add_model_args,
+    check_memory,
+    describe_model,
+    emit,
+    model_from_args,
+    positive_int,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,16 +30,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_args(p)
     add_json_arg(p)
     p.add_argument("--input", nargs="+", required=True, help="image files, folders or .npy tensors")
-    p.add_argument("--top", type=int, default=5)
+    p.add_argument("--top", type=positive_int, default=5, help="how many classes to list (default 5)")
     p.set_defaults(func=cmd_predict)
 
     p = subparsers.add_parser("activations", help="save one layer's activations for an input")
     add_model_args(p)
     add_json_arg(p)
-    p.add_argument("--input", required=True, help="an image file or a .npy tensor")
+    p.add_argument("--input", nargs="+", required=True, help="image files, .npy tensors or folders")
     p.add_argument("--layer", required=True)
-    p.add_argument("--out", required=True, help="A.npy: the activation without the batch dimension, float32")
-    p.add_argument("--png", default=None, help="also save all channels as one tiled grid image")
+    p.add_argument("--out", required=True, help="A.npy: the activation without the batch dimension, float32 "
+                                                "(a folder for several inputs: one <input stem>.npy each)")
+    p.add_argument("--png", default=None, help="also save all channels as one tiled grid image "
+                                               "(a folder for several inputs)")
     p.add_argument("--norm", choices=["layer", "channel"], default="layer")
     p.set_defaults(func=cmd_activations)
 
@@ -42,12 +54,13 @@ def cmd_layers(args: argparse.Namespace) -> int:
     from explorer.core.probe import layer_table  # noqa: PLC0415
 
     loaded = model_from_args(args, weights="none")  # the table needs shapes, never a download
+    check_memory(args, loaded, what="the layer table")
     rows = layer_table(loaded.module, loaded.spec.shape, loaded.device)
     if args.leaves:
         rows = [r for r in rows if r.is_leaf]
     total_params = sum(p.numel() for p in loaded.module.parameters())
     total_macs = sum(r.macs for r in rows if r.is_leaf) if args.leaves else sum(r.macs for r in rows if r.is_leaf)
-    data = {"model": loaded.name, "input_shape": list(loaded.spec.shape), "total_params": total_params,
+    data = {"model": describe_model(loaded), "input_shape": list(loaded.spec.shape), "total_params": total_params,
             "total_macs": total_macs, "layers": [r.to_dict() for r in rows]}
     width = max([len(r.name) + 2 * r.depth for r in rows] + [5])
     lines = [f"{loaded.name}: input {'x'.join(map(str, loaded.spec.shape))}",
@@ -65,44 +78,91 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from explorer.core.preprocess import expand_inputs, load_input  # noqa: PLC0415
     from explorer.core.probe import run_forward, top_k  # noqa: PLC0415
 
-    files = expand_inputs(args.input)
+    files = expand_inputs(args.input, keep_missing=True)
     loaded = model_from_args(args)
+    check_memory(args, loaded)
+    failures = InputFailures("predict", many=_many(args.input, files))
     results = []
     lines = [] if loaded.trained else [f"note: {loaded.display_name} has random weights; predictions mean nothing"]
-    for path in files:
+
+    def predict(path: Path) -> None:
         x, _ = load_input(path, loaded.spec, args.fit)
         out = run_forward(loaded.module, x.to(loaded.device))
         top = top_k(out.logits, loaded.spec.labels, args.top)
         results.append({"input": str(path), "top": top})
         lines.append(f"{path}:")
-        lines += [f"  {t['probability']:7.2%}  {t['index']:>5}  {t['label']}" for t in top]
-    emit(args, {"model": loaded.name, "trained": loaded.trained, "predictions": results}, "\n".join(lines))
-    return 0
+        lines.extend(f"  {t['probability']:7.2%}  {t['index']:>5}  {t['label']}" for t in top)
+
+    for path in files:
+        failures.run(path, lambda path=path: predict(path))
+    emit(args, {"model": describe_model(loaded), "trained": loaded.trained, "predictions": results,
+                "failed": failures.failed}, "\n".join(lines))
+    return failures.finish()
+
+
+def _many(named: list[str], files: list[Path]) -> bool:
+    return len(files) > 1 or len(named) > 1 or any(Path(p).is_dir() for p in named)
 
 
 def cmd_activations(args: argparse.Namespace) -> int:
-    from explorer.core.preprocess import load_input  # noqa: PLC0415
+    from explorer.core.outputs import (  # noqa: PLC0415
+        ARRAY_OUTPUT_SUFFIXES,
+        IMAGE_OUTPUT_SUFFIXES,
+        check_destination,
+        check_destination_folder,
+        save_npy,
+    )
+    from explorer.core.preprocess import expand_inputs, load_input  # noqa: PLC0415
     from explorer.core.probe import get_layer, run_forward  # noqa: PLC0415
 
+    files = expand_inputs(args.input, keep_missing=True)
+    many = _many(args.input, files)
+    if many:
+        stems = [p.stem for p in files]
+        if len(set(stems)) != len(stems):
+            raise CommandError("two inputs share a file name stem; their activations would overwrite each other")
+        if Path(args.out).suffix.lower() == ".npy":
+            raise CommandError("--out must be a folder when there are several inputs")
+        out_dir = check_destination_folder(args.out)
+        png_dir = check_destination_folder(args.png) if args.png else None
+    else:
+        out_dir = png_dir = None
+        check_destination(args.out, ARRAY_OUTPUT_SUFFIXES)
+        if args.png:
+            check_destination(args.png, IMAGE_OUTPUT_SUFFIXES)
     loaded = model_from_args(args)
     try:
         get_layer(loaded.module, args.layer)
     except KeyError as exc:
         raise CommandError(exc.args[0]) from None
-    x, _ = load_input(args.input, loaded.spec, args.fit)
-    out = run_forward(loaded.module, x.to(loaded.device), [args.layer])
-    if args.layer not in out.activations:
-        raise CommandError(f"layer {args.layer!r} did not run for this input")
-    act = out.activations[args.layer][0].float().cpu()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    np.save(args.out, act.numpy().astype(np.float32))
-    if args.png:
-        save_grid_png(act, args.png, args.norm)
-    data = {"model": loaded.name, "layer": args.layer, "shape": list(act.shape), "out": args.out,
-            "png": args.png, "min": float(act.min()), "max": float(act.max()), "mean": float(act.mean())}
-    emit(args, data, f"{args.layer}: {'x'.join(map(str, act.shape))} -> {args.out}"
-         + (f", grid -> {args.png}" if args.png else ""))
-    return 0
+    check_memory(args, loaded)
+    failures = InputFailures("activations", many)
+    records = []
+
+    def save(path: Path) -> None:
+        x, _ = load_input(path, loaded.spec, args.fit)
+        out = run_forward(loaded.module, x.to(loaded.device), [args.layer])
+        if args.layer not in out.activations:
+            raise CommandError(f"layer {args.layer!r} did not run for this input")
+        act = out.activations[args.layer][0].float().cpu()
+        npy = out_dir / f"{path.stem}.npy" if many else Path(args.out)
+        png = (png_dir / f"{path.stem}.png" if many else Path(args.png)) if args.png else None
+        save_npy(npy, act.numpy().astype(np.float32))
+        if png is not None:
+            save_grid_png(act, png, args.norm)
+        records.append({"input": str(path), "layer": args.layer, "shape": list(act.shape), "out": str(npy),
+                        "png": str(png) if png else None, "min": float(act.min()), "max": float(act.max()),
+                        "mean": float(act.mean())})
+
+    for path in files:
+        failures.run(path, lambda path=path: save(path))
+    if many:
+        data = {"model": describe_model(loaded), "layer": args.layer, "results": records, "failed": failures.failed}
+    else:
+        data = {"model": describe_model(loaded), **records[0]}
+    emit(args, data, "\n".join(f"{r['input']}: {args.layer}: {'x'.join(map(str, r['shape']))} -> {r['out']}"
+                               + (f", grid -> {r['png']}" if r["png"] else "") for r in records))
+    return failures.finish()
 
 
 def save_grid_png(act, path: str, norm: str = "layer", min_side: int = 512) -> None:
@@ -114,4 +174,6 @@ def save_grid_png(act, path: str, norm: str = "layer", min_side: int = 512) -> N
     grid, _ = activation_grid(act, norm)
     img = (grid.clamp(0, 1) * 255).round().byte().cpu().numpy()
     scale = max(1, -(-min_side // max(img.shape[:2])))  # ceil: at least min_side pixels
-    Image.fromarray(img).resize((img.shape[1] * scale, img.shape[0] * scale), Image.NEAREST).save(path)
+    from explorer.core.outputs import save_image  # noqa: PLC0415
+
+    save_image(path, Image.fromarray(img).resize((img.shape[1] * scale, img.shape[0] * scale), Image.NEAREST))

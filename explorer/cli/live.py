@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from explorer.cli.options import CommandError, emit, model_from_args
+from explorer.cli.options import CommandError, describe_model, emit, model_from_args, positive_float, positive_int
 from explorer.core.live import bare_forward_on_worker
 
 WARMUP_FRAMES = 3  # shown frames left out of the figures (first forwards allocate and tune)
@@ -32,10 +32,10 @@ def configure_bench_live(p: argparse.ArgumentParser) -> None:
     """``bench live``'s own options (the model options and ``--json`` are added by :mod:`.bench`)."""
     p.add_argument("--video", required=True, help="video file to play (looped)")
     p.add_argument("--layer", default=None, help="layer whose grid is shown (default: the first convolution)")
-    p.add_argument("--seconds", type=float, default=10.0, help="how long to measure the live pipeline")
-    p.add_argument("--rounds", type=int, default=4,
+    p.add_argument("--seconds", type=positive_float, default=10.0, help="how long to measure the live pipeline")
+    p.add_argument("--rounds", type=positive_int, default=4,
                    help="alternate this many live and bare rounds (both then see the same machine load)")
-    p.add_argument("--rate", type=float, default=1.0,
+    p.add_argument("--rate", type=positive_float, default=1.0,
                    help="playback rate; raise it when the model is faster than the video's frame rate")
     p.add_argument("--half", action="store_true", help="float16 forward (CUDA only)")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format (CUDA only)")
@@ -155,7 +155,7 @@ def _measure(app, panel, loaded, args: argparse.Namespace) -> dict:
         "dropped": int(dropped),
         "frames_shown": len(latencies),
         "source_fps": round(delivered / live_wall, 2),
-        "model": loaded.display_name,
+        "model": describe_model(loaded),
         "layer": pipeline.layer,
         "device": str(pipeline.device),
         "input_size": list(loaded.spec.size),

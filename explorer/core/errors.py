@@ -36,3 +36,22 @@ class UnknownArchitectureError(ModelLoadError):
 
 class UntrustedCheckpointError(ModelLoadError):
     """A checkpoint holds pickled Python objects; loading it runs code, so the user must trust it first."""
+
+
+class OutputError(ExplorerError):
+    """A destination file or folder cannot be written (checked before the work starts)."""
+
+
+class ResourceLimitError(ExplorerError):
+    """A request needs more memory (or pixels) than the limit allows; nothing was allocated for it.
+
+    ``setting`` names the environment variable that changes the limit.
+    """
+
+    def __init__(self, message: str, setting: str | None = None):
+        super().__init__(message)
+        self.setting = setting
+
+
+class ImageTooLargeError(InputError):
+    """An image has more pixels than the decoding limit (a decompression bomb, or a huge scan)."""

@@ -1,18 +1,45 @@
 """From image files (or .npy tensors) to the model's input tensor, and back for display."""
 from __future__ import annotations
 
+import os
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from explorer.core.errors import InputError
+from explorer.core.errors import ImageTooLargeError, InputError
 from explorer.core.models.spec import InputSpec
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm",
                   ".tga", ".ico"}
 FIT_MODES = ("crop", "stretch", "letterbox")
+
+# Images are decoded only up to this many pixels (100 megapixels: 10000x10000, 300 MB as RGB), so that
+# a decompression bomb (a small file of huge dimensions) is refused before it is decoded. The
+# environment variable DEEP_EXPLORER_MAX_IMAGE_PIXELS changes it (0 turns the limit off).
+MAX_IMAGE_PIXELS = 100_000_000
+MAX_PIXELS_ENV = "DEEP_EXPLORER_MAX_IMAGE_PIXELS"
+
+
+def max_image_pixels() -> int | None:
+    """The pixel limit for decoding one image (None: no limit)."""
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip().replace("_", "").replace(",", "")
+    if not text:
+        return MAX_IMAGE_PIXELS
+    try:
+        value = int(float(text))
+    except ValueError:
+        raise InputError(f"{MAX_PIXELS_ENV}={text!r} is not a number of pixels") from None
+    return value if value > 0 else None
+
+
+def _too_large(name: str, pixels: int | None, limit: int) -> InputError:
+    size = f" has {pixels:,} pixels, more than" if pixels else " is larger than"
+    return ImageTooLargeError(f"{name}{size} the limit of {limit:,} pixels for one image (a decompression "
+                              f"bomb?); set {MAX_PIXELS_ENV} to raise it (0 for no limit)")
 
 
 def pil_to_rgb_array(img: Image.Image) -> np.ndarray:
@@ -41,11 +68,21 @@ def load_image(path: str | Path) -> np.ndarray:
         raise InputError(f"no such file: {p}")
     if p.is_dir():
         raise InputError(f"{p} is a folder, not an image")
+    limit = max_image_pixels()
+    # Pillow refuses images above twice its own limit while opening them; ours is checked before decoding.
+    Image.MAX_IMAGE_PIXELS = limit
     try:
-        with Image.open(p) as img:
-            img.seek(0)
-            img.load()
-            return pil_to_rgb_array(img)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(p) as img:
+                if limit is not None and img.width * img.height > limit:
+                    raise _too_large(p.name, img.width * img.height, limit)
+                img.seek(0)
+                img.load()
+                return pil_to_rgb_array(img)
+    except Image.DecompressionBombError as exc:
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        raise _too_large(p.name, int(found.group(1)) if found else None, limit or MAX_IMAGE_PIXELS) from None
     except UnidentifiedImageError:
         raise InputError(f"{p.name} is not an image Pillow can read") from None
     except (OSError, ValueError, SyntaxError) as exc:
@@ -100,6 +137,12 @@ def image_to_tensor(image: np.ndarray, spec: InputSpec, fit: str = "crop") -> to
     return ((x - mean) / std).unsqueeze(0).contiguous()
 
 
+def prepare_input(image: np.ndarray, spec: InputSpec, fit: str = "crop") -> tuple[torch.Tensor, np.ndarray]:
+    """The model's input (1, C, H, W) for a picture, and the (H, W, 3) uint8 picture the model sees."""
+    x = image_to_tensor(image, spec, fit)
+    return x, tensor_to_image(x, spec)
+
+
 def tensor_to_image(x: torch.Tensor, spec: InputSpec) -> np.ndarray:
     """Inverse of :func:`image_to_tensor` for display: (1, C, H, W) or (C, H, W) → (H, W, 3) uint8."""
     x = x.detach().float().cpu()
@@ -127,6 +170,13 @@ def load_npy_input(path: str | Path, spec: InputSpec) -> torch.Tensor:
                          f"(C, H, W) after preprocessing")
     if not np.issubdtype(arr.dtype, np.floating):
         raise InputError(f"{p.name} holds {arr.dtype} values; a preprocessed input must be floating point")
+    finite = np.isfinite(arr)
+    if not finite.all():
+        bad = int(arr.size - finite.sum())
+        kinds = " and ".join(k for k, hit in (("NaN", np.isnan(arr).any()), ("infinite", np.isinf(arr).any()))
+                             if hit)
+        raise InputError(f"{p.name} holds {bad:,} {kinds} value{'s' if bad != 1 else ''} (of {arr.size:,}); "
+                         f"an input must be finite numbers")
     return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).unsqueeze(0)
 
 
@@ -151,17 +201,22 @@ def read_picture(path: str | Path, spec: InputSpec | None = None) -> np.ndarray:
     return load_image(p)
 
 
-def expand_inputs(paths: list[str | Path]) -> list[Path]:
-    """Files and folders as named on a command line → the list of input files (folders expanded)."""
+def expand_inputs(paths: list[str | Path], keep_missing: bool = False) -> list[Path]:
+    """Files and folders as named on a command line → the list of input files (folders expanded).
+
+    A folder without images raises :class:`InputError`. A missing file raises too, unless
+    ``keep_missing``: it is then kept in the list, so that reading it fails on its own (and the others
+    are still processed).
+    """
     out: list[Path] = []
     for item in paths:
         p = Path(item)
         if p.is_dir():
-            found = list_images(p) + sorted(p.glob("*.npy"))
+            found = list_images(p) + sorted(f for f in p.glob("*.npy") if f.is_file())
             if not found:
                 raise InputError(f"folder {p} holds no images")
             out.extend(found)
-        elif p.exists():
+        elif p.exists() or keep_missing:
             out.append(p)
         else:
             raise InputError(f"no such file or folder: {p}")

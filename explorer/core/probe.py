@@ -10,6 +10,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from explorer.core.errors import ExplorerError
+
 
 @dataclass
 class LayerInfo:
@@ -51,6 +53,8 @@ def module_macs(module: nn.Module, inputs: tuple, output: torch.Tensor) -> int:
     (ReLU, pooling, normalisation) count 0, as in the cs231n / Netscope tables.
     """
     batch = output.shape[0] if output.dim() > 0 else 1
+    if hasattr(module, "script_macs"):  # a stand-in for a compiled layer (core.models.scripted)
+        return module.script_macs(output)
     if isinstance(module, nn.modules.conv._ConvNd):
         kernel = 1
         for k in module.kernel_size:
@@ -79,8 +83,11 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...], device: torch.de
         if not name:
             continue
         own = sum(p.numel() for p in module.parameters(recurse=False))
-        rows[name] = LayerInfo(name, type(module).__name__, None, own, 0, name.count("."),
+        rows[name] = LayerInfo(name, getattr(module, "original_name", None) if _is_script(module)
+                               else type(module).__name__, None, own, 0, name.count("."),
                                is_leaf=not any(True for _ in module.children()))
+        if _is_script(module):  # TorchScript takes no hooks: the row has no shape
+            continue
 
         def hook(mod, inputs, output, row=rows[name]):
             out = first_tensor(output)
@@ -99,6 +106,10 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...], device: torch.de
         for h in handles:
             h.remove()
     return list(rows.values())
+
+
+def _is_script(module: nn.Module) -> bool:
+    return isinstance(module, torch.jit.ScriptModule)
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -130,6 +141,10 @@ def capture(model: nn.Module, layers: list[str]) -> Iterator[dict[str, torch.Ten
     handles = []
     for name in layers:
         module = get_layer(model, name)
+        if _is_script(module):
+            raise ExplorerError(f"layer {name} is inside a TorchScript module, whose layers cannot be "
+                                f"captured (TorchScript takes no hooks); save the model's state_dict with "
+                                f"torch.save, or the model as a Sequential, to explore them")
 
         def hook(_mod, _inputs, output, key=name):
             out = first_tensor(output)

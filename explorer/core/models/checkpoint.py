@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import logging
 import pickle
 import pickletools
 import re
@@ -39,6 +40,7 @@ from explorer.core.models.architecture import (
     signature_of,
     spec_for,
 )
+from explorer.core.models.scripted import explorable_script, is_script_module
 from explorer.core.models.shapes import SHAPES_FORMAT
 from explorer.core.models.spec import InputSpec, LoadedModel
 from torch import nn
@@ -48,6 +50,8 @@ _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "m
 # Prefixes added by nn.DataParallel / DistributedDataParallel, torch.compile, and wrappers that hold the
 # network as ``self.model`` or ``self.net`` (PyTorch Lightning modules, for one).
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.", "net.")
+_log = logging.getLogger("explorer.checkpoint")
+
 def load_checkpoint(path: str | Path, arch: str | None = None, trust: bool = False,
                     bundled_name: str | None = None) -> LoadedModel:
     """A model from a checkpoint file, on the CPU, in eval mode, marked trained.
@@ -217,14 +221,24 @@ def _load_torchscript(path: Path, arch: str | None) -> LoadedModel:
 
 
 def _load_exported(path: Path, arch: str | None) -> LoadedModel:
+    captured = _CapturedLog()
+    torch_export_log = logging.getLogger("torch.export")
     try:
+        # torch.export logs a traceback as warnings before it raises; keep it out of the user's terminal
+        # (it goes to the log file) and name its last line, the actual reason, in the one-line error.
+        handlers, torch_export_log.handlers = torch_export_log.handlers, [captured]
+        propagate, torch_export_log.propagate = torch_export_log.propagate, False
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore")
             program = torch.export.load(str(path))
             module = program.module()
     except Exception as exc:  # noqa: BLE001 - deserialisation raises many kinds
-        raise ModelLoadError(f"{path.name} is a torch.export archive that cannot be loaded "
-                             f"({type(exc).__name__}: {_first_line(exc)})") from None
+        reason = captured.reason() or f"{type(exc).__name__}: {_first_line(exc)}"
+        _log.debug("torch.export.load(%s) failed: %s\n%s", path, exc, captured.text())
+        raise ModelLoadError(f"{path.name} is a torch.export archive that cannot be loaded ({reason})") from None
+    finally:
+        torch_export_log.handlers = handlers
+        torch_export_log.propagate = propagate
     # ExportedProgram.module() replaces train()/eval() with methods that raise. The graph fixed its
     # train/eval behaviour when it was exported, so the flags change nothing; restore nn.Module's
     # methods so that callers can put every model in eval mode the same way.
@@ -234,6 +248,31 @@ def _load_exported(path: Path, arch: str | None) -> LoadedModel:
     class_name = "exported graph" + (f", fixed batch size {shape[0]}" if shape and shape[0] != 1 else "")
     return _self_described(module, path, arch, fmt="torch.export program", class_name=class_name,
                            input_shape=shape, compiled=True)
+
+
+class _CapturedLog(logging.Handler):
+    """Keeps the records a library logs while it runs (to report their gist, not print them)."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def text(self) -> str:
+        formatter = logging.Formatter()
+        return "\n".join(formatter.format(r) for r in self.records)
+
+    def reason(self) -> str:
+        """The exception a record carries (else its message), on one line, shortened."""
+        if not self.records:
+            return ""
+        record = self.records[-1]
+        exc = record.exc_info[1] if record.exc_info else None
+        line = f"{type(exc).__name__}: {_first_line(exc)}" if exc is not None else record.getMessage()
+        line = re.sub(r"\s*\(Could this error message be improved\?.*$", "", line)
+        return line[:200]
 
 
 def _exported_input_shape(program) -> tuple[int, ...] | None:
@@ -277,11 +316,18 @@ def _self_described(module: nn.Module, path: Path, arch: str | None, fmt: str, c
         spec = InputSpec(size=tuple(input_shape[2:]), channels=spec.channels, mean=spec.mean, std=spec.std,
                          labels=spec.labels)
     module.eval()
+    eager = None
     if compiled and match is not None:
         eager = _equivalent_eager_model(module, match, state, input_shape or (1, *spec.shape), path)
         if eager is not None:
             module = eager
             source += " (weights loaded into the eager model; outputs checked equal)"
+    if eager is None and is_script_module(module):
+        example = torch.randn(*(input_shape or (1, *spec.shape)), generator=torch.Generator().manual_seed(0))
+        chain = explorable_script(module, example)
+        if chain is not None:  # else it runs as it is; capturing a layer inside names what to save instead
+            module = chain
+            source += "; its layers are run one by one so that they can be seen"
     return LoadedModel(path.name, module, spec, trained=True, source=source)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from explorer.core.errors import ModelLoadError
 from explorer.core.models.device import resolve_device
-from explorer.core.models.spec import LoadedModel, ProgressFn, read_labels_file
+from explorer.core.models.spec import LoadedModel, ProgressFn, check_labels, read_labels_file
 from explorer.core.models.zoo import load_zoo_model_steps, zoo_names
 from explorer.core.resources import MODELS_DIR
 from explorer.core.steps import drive
@@ -64,11 +64,28 @@ def load_model_steps(name: str | None = None, *, checkpoint: str | Path | None =
         raise ModelLoadError(f"unknown model {name!r}: not a file, not bundled "
                              f"({', '.join(bundled_names())}), not a torchvision classification model")
     labels = read_labels_file(labels_file) if labels_file else None
-    loaded.spec = loaded.spec.with_overrides(size=input_size, mean=mean, std=std, labels=labels)
     loaded.module.eval()
     for p in loaded.module.parameters():
         p.requires_grad_(False)
+    if labels is not None:
+        check_labels(labels, output_classes(loaded.module, loaded.spec.shape), f"labels file {Path(labels_file).name}")
+    loaded.spec = loaded.spec.with_overrides(size=input_size, mean=mean, std=std, labels=labels)
     return loaded.to(resolve_device(device))
+
+
+def output_classes(module: torch.nn.Module, shape: tuple[int, ...]) -> int | None:
+    """The number of classes ``module`` outputs for one zero input of ``shape`` (its own input size),
+    or None when that forward fails or the output is not one score per class."""
+    from explorer.core.probe import first_tensor  # noqa: PLC0415
+
+    try:
+        with torch.no_grad():
+            out = first_tensor(module(torch.zeros((1, *shape))))
+    except Exception:  # noqa: BLE001 - the model's own code: no answer means no check
+        return None
+    if out is None or out.dim() < 2:
+        return None
+    return int(out.flatten(1).shape[1])
 
 
 def load_model(name: str | None = None, *, progress: ProgressFn | None = None, **options) -> LoadedModel:

@@ -80,10 +80,19 @@ class LoadedModel:
 def read_labels_file(path: str | Path) -> tuple[str, ...]:
     """Class labels from a text file (one per line) or a JSON list."""
     p = Path(path)
+    if p.is_dir():
+        raise ModelLoadError(f"labels file {p} is a folder")
     try:
-        text = p.read_text(encoding="utf-8")
+        raw = p.read_bytes()
     except OSError as exc:
         raise ModelLoadError(f"cannot read labels file {p}: {exc.strerror or exc}") from None
+    try:
+        if b"\x00" in raw:
+            raise UnicodeDecodeError("utf-8", raw, raw.index(b"\x00"), raw.index(b"\x00") + 1, "NUL byte")
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ModelLoadError(f"labels file {p} is not a UTF-8 text file (one label per line) "
+                             f"or a JSON list") from None
     if p.suffix.lower() == ".json":
         try:
             labels = json.loads(text)
@@ -92,4 +101,14 @@ def read_labels_file(path: str | Path) -> tuple[str, ...]:
         if not isinstance(labels, list):
             raise ModelLoadError(f"labels file {p} must hold a JSON list of names")
         return tuple(str(x) for x in labels)
-    return tuple(line.strip() for line in text.splitlines() if line.strip())
+    labels = tuple(line.strip() for line in text.splitlines() if line.strip())
+    if not labels:
+        raise ModelLoadError(f"labels file {p} holds no labels")
+    return labels
+
+
+def check_labels(labels: tuple[str, ...], classes: int | None, source: str = "the labels file") -> None:
+    """A labels list must name every class of the model's output, no more and no fewer."""
+    if classes is not None and len(labels) != classes:
+        raise ModelLoadError(f"{source} has {len(labels)} label{'s' if len(labels) != 1 else ''} but the "
+                             f"model has {classes} output classes")
