@@ -438,3 +438,31 @@ def test_the_log_lives_in_the_state_folder(monkeypatch, tmp_path):
     for h in list(logger.handlers):
         logger.removeHandler(h)
         h.close()
+
+
+def test_a_model_whose_output_is_nan_predicts_nothing(capsys, tmp_path):
+    model = ShapesNet().eval()
+    with torch.no_grad():
+        model.classifier[-1].bias.fill_(float("nan"))
+    sd = tmp_path / "nan.pt"
+    torch.save(model.state_dict(), sd)
+    code, out, err = run_cli(capsys, "predict", "--checkpoint", str(sd), "--input", str(CIRCLE), str(TRIANGLE),
+                             "--json")
+    assert code == 1 and json.loads(out)["predictions"] == []
+    assert "not finite" in err.splitlines()[0]
+
+
+def test_compiled_stand_ins_follow_dtype_and_device_moves(tmp_path):
+    from explorer.core.models.scripted import explorable_script
+
+    reference = _sequential()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        compiled = torch.jit.script(reference)
+    chain = explorable_script(compiled, torch.randn(1, 3, 16, 16))
+    assert chain is not None and len(list(chain.parameters())) == len(list(reference.parameters()))
+    chain.to(torch.float64)
+    x = torch.randn(1, 3, 16, 16, dtype=torch.float64)
+    with torch.no_grad():
+        assert chain(x).dtype == torch.float64
+        torch.testing.assert_close(chain(x), reference.double()(x))

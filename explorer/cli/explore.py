@@ -88,6 +88,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     def predict(path: Path) -> None:
         x, _ = load_input(path, loaded.spec, args.fit)
         out = run_forward(loaded.module, x.to(loaded.device))
+        if out.logits is None or not bool(out.logits.isfinite().all()):
+            raise CommandError(f"the model's output for {path.name} is not finite numbers (NaN or infinite): "
+                               f"no prediction")
         top = top_k(out.logits, loaded.spec.labels, args.top)
         results.append({"input": str(path), "top": top})
         lines.append(f"{path}:")

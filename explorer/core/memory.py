@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -106,7 +107,9 @@ class ActivationModel:
         return self.constant + self.per_pixel * size[0] * size[1]
 
 
-_cache: dict[tuple[int, int, str], ActivationModel | None] = {}
+# Per model (weakly held: a model that is dropped takes its entries along), per (channels, device).
+_cache: "weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, str], ActivationModel | None]]" = \
+    weakref.WeakKeyDictionary()
 
 
 def _leaf_elements(model: nn.Module, channels: int, side: int, device: torch.device) -> int:
@@ -142,9 +145,10 @@ def activation_model(model: nn.Module, channels: int, device: torch.device | str
                      ) -> ActivationModel | None:
     """The fitted element count of ``model``'s leaf outputs (cached per model and channels)."""
     device = torch.device(device) if device is not None else _device_of(model)
-    key = (id(model), channels, str(device))
-    if key in _cache:
-        return _cache[key]
+    key = (channels, str(device))
+    known = _cache.setdefault(model, {})
+    if key in known:
+        return known[key]
     fitted = None
     for small, large in _PROBE_SIDES:
         try:
@@ -155,7 +159,7 @@ def activation_model(model: nn.Module, channels: int, device: torch.device | str
         per_pixel = max(0.0, (n2 - n1) / (large * large - small * small))
         fitted = ActivationModel(max(0.0, n1 - per_pixel * small * small), per_pixel)
         break
-    _cache[key] = fitted
+    known[key] = fitted
     return fitted
 
 
