@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -29,8 +30,14 @@ def create_window(args: argparse.Namespace, interactive: bool = True):
     settings = make_settings(not getattr(args, "no_settings", False))
     window = MainWindow(settings=settings, interactive=interactive)
     add_panels(window)
-    if getattr(args, "device", None):
-        window.device_combo.setCurrentText(args.device)
+    device = getattr(args, "device", None)
+    if device:
+        problem = device_problem(device)
+        if problem:  # as the subcommands say it; the window goes on with the best device there is
+            window.show_error(problem)
+            device = None
+        else:
+            window.device_combo.setCurrentText(device)
     window.pending_layer = getattr(args, "layer", None)
     window.pending_unit = getattr(args, "unit", None)
     model = getattr(args, "model", None)
@@ -44,7 +51,9 @@ def create_window(args: argparse.Namespace, interactive: bool = True):
     weights = getattr(args, "weights", "pretrained")
     window.pretrained_box.setChecked(weights != "none")
     window.load_model(ModelRequest(name=model, checkpoint=checkpoint, weights=weights,
-                                   trust=getattr(args, "trust_checkpoint", False)))
+                                   trust=getattr(args, "trust_checkpoint", False), device=device,
+                                   input_size=getattr(args, "input_size", None), mean=getattr(args, "mean", None),
+                                   std=getattr(args, "std", None), labels=getattr(args, "labels", None)))
     image = getattr(args, "image", None)
     if image is None and settings is not None:
         last = settings.value("last_folder")
@@ -53,14 +62,61 @@ def create_window(args: argparse.Namespace, interactive: bool = True):
     view = getattr(args, "view", None)
     if getattr(args, "video", None) or getattr(args, "camera", None) is not None:
         view = view or "live"
-        open_live_source(window.live_panel, args)
-    if getattr(args, "text", None):
+        if not open_live_source(window.live_panel, args):
+            window.show_error(window.live_panel.message.text() or "the live source did not start")
+    text = getattr(args, "text", None)
+    if text:
         view = view or "lstm"
+        problem = file_problem(text, "text file")
+        if problem:
+            window.show_error(problem)
+            text = None
     if view and not window.show_view(view):
         window.show_error(f"no view named {view!r}; views: {', '.join(window.views)}")
-    if getattr(args, "text", None):
-        window.lstm_panel.open_text_file(args.text)
+    if text:
+        window.lstm_panel.open_text_file(text)
     return window
+
+
+def device_problem(name: str) -> str | None:
+    """Why ``--device name`` cannot be used here (the subcommands' message), or None."""
+    from explorer.core.models.device import DeviceError, resolve_device  # noqa: PLC0415
+
+    try:
+        resolve_device(name)
+    except DeviceError as exc:
+        return str(exc)
+    return None
+
+
+def file_problem(path: str | Path, what: str) -> str | None:
+    """Why ``path`` cannot be read as a file, or None."""
+    p = Path(path)
+    if p.is_dir():
+        return f"{what} {p} is a folder"
+    try:
+        with open(p, "rb"):
+            pass
+    except OSError as exc:
+        return f"cannot read {what} {p}: {exc.strerror or exc}"
+    return None
+
+
+def screenshot_problem(path: str | Path) -> str | None:
+    """Why the window cannot be saved at ``path`` (a folder, an unknown suffix, a folder that is not
+    writable), or None; checked before the window opens. Needs the QApplication (for Qt's formats)."""
+    from PySide6.QtGui import QImageWriter  # noqa: PLC0415
+
+    from explorer.core.errors import OutputError  # noqa: PLC0415
+    from explorer.core.outputs import check_destination  # noqa: PLC0415
+
+    formats = {f".{bytes(f).decode().lower()}" for f in QImageWriter.supportedImageFormats()}
+    suffixes = sorted(formats & {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"})
+    try:
+        check_destination(path, suffixes)
+    except OutputError as exc:
+        return str(exc)
+    return None
 
 
 def open_live_source(panel, args: argparse.Namespace) -> bool:
@@ -81,22 +137,47 @@ def run_gui(args: argparse.Namespace) -> int:
 
     from explorer.gui.main_window import wait_until_idle  # noqa: PLC0415
 
+    from explorer.logs import setup_logging  # noqa: PLC0415
+
+    setup_logging(getattr(args, "verbose", False))  # tracebacks go to the log file (-v: stderr too)
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("Deep Explorer")
     app.setOrganizationName("DeepExplorer")
     screenshot = getattr(args, "screenshot", None)
+    if screenshot:
+        problem = screenshot_problem(screenshot)
+        if problem:
+            print(f"deep-explorer: error: {problem} (--screenshot)", file=sys.stderr)
+            return 2
     window = create_window(args, interactive=screenshot is None)
     window.show()
     status = {"code": 0}
     if screenshot:
         def save_and_quit() -> None:
-            window.export_view(screenshot, window=True)
-            if window.last_error:
-                print(f"deep-explorer: {window.last_error}", file=sys.stderr)
-            print(f"saved {screenshot}")
+            if not window.export_view(screenshot, window=True):
+                print(f"deep-explorer: error: could not save {screenshot}", file=sys.stderr)
+                status["code"] = 2
+            else:
+                print(f"saved {screenshot}")
+            for message in window.errors:  # a bad option or a failure on the way: not what was asked for
+                print(f"deep-explorer: error: {message}", file=sys.stderr)
+                status["code"] = 2
             window.close()
             app.quit()
 
         QTimer.singleShot(300, lambda: wait_until_idle(window, save_and_quit))
-    app.exec()
+    previous_hook = sys.excepthook
+
+    def unexpected(kind, exc, tb) -> None:
+        # a slot that raised: the traceback to the log, one message to the user, the window keeps running
+        if not issubclass(kind, Exception):
+            return previous_hook(kind, exc, tb)
+        logging.getLogger("explorer").error("unexpected error", exc_info=(kind, exc, tb))
+        window.show_error(exc)
+
+    sys.excepthook = unexpected
+    try:
+        app.exec()
+    finally:
+        sys.excepthook = previous_hook
     return status["code"]

@@ -5,7 +5,7 @@ workers (never computing on the GUI thread), and shows results as they arrive.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QDockWidget, 
 
 from explorer.core import preprocess
 from explorer.core.models.device import available_devices, describe_device
-from explorer.core.errors import ExplorerError, UntrustedCheckpointError, WeightsDownloadError
+from explorer.core.errors import ExplorerError, ModelLoadError, UntrustedCheckpointError, WeightsDownloadError
 from explorer.core.explore import compute_filter_view, compute_layer_view
 from explorer.core.models import LoadedModel, bundled_names, load_model_steps, zoo_names
 from explorer.core.probe import default_layer, layer_table, leaves_of_rows
@@ -35,16 +35,25 @@ MODEL_SUFFIXES = {".pt", ".pth", ".pt2", ".safetensors", ".ts", ".bin", ".ckpt"}
 
 @dataclass
 class ModelRequest:
+    """What to load; ``device``, ``input_size``, ``mean``, ``std`` and ``labels`` (a file) as on the command line."""
+
     name: str | None = None
     checkpoint: str | None = None
     weights: str = "pretrained"
     trust: bool = False
+    device: str | None = None
+    input_size: tuple[int, int] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    labels: str | None = None
 
 
 def load_model_with_table(request: ModelRequest, device: str | None):
     """Worker job (a generator: download progress, then the model and its layer table)."""
     loaded = yield from load_model_steps(request.name, checkpoint=request.checkpoint, weights=request.weights,
-                                         trust_checkpoint=request.trust, device=device)
+                                         trust_checkpoint=request.trust, device=request.device or device,
+                                         input_size=request.input_size, mean=request.mean, std=request.std,
+                                         labels_file=request.labels)
     return loaded, layer_table(loaded.module, loaded.spec.shape, loaded.device)
 
 
@@ -63,6 +72,7 @@ class MainWindow(QMainWindow):
         self.settings = settings
         self.interactive = interactive  # False: never block on a dialog (screenshot mode)
         self.last_error: str | None = None
+        self.errors: list[str] = []  # every message shown (the screenshot mode prints them)
 
         self.loaded: LoadedModel | None = None
         self.image: np.ndarray | None = None  # the original picture, before fitting
@@ -293,6 +303,7 @@ class MainWindow(QMainWindow):
         """One message for the user (an exception is described in one line; its traceback is in the log)."""
         message = describe_error(error)
         self.last_error = message
+        self.errors.append(message)
         self.statusBar().showMessage(message, 15000)
         if self.interactive:
             QMessageBox.warning(self, "Deep Explorer", message)
@@ -356,7 +367,7 @@ class MainWindow(QMainWindow):
             question = f"{message}\n\nContinue with random weights (the model will be marked untrained)?"
             if not self.interactive or QMessageBox.question(self, "Deep Explorer", question) == QMessageBox.Yes:
                 self.pretrained_box.setChecked(False)  # what is loaded now: random weights
-                self.load_model(ModelRequest(name=request.name, weights="none"))
+                self.load_model(replace(request, weights="none"))
                 return
         if request.checkpoint and not request.trust and isinstance(error, UntrustedCheckpointError):
             question = (f"{message}\n\nLoad it anyway? Only do this for files you trust: unpickling can run "
@@ -364,9 +375,11 @@ class MainWindow(QMainWindow):
             if self.interactive and QMessageBox.question(self, "Untrusted checkpoint", question,
                                                          QMessageBox.Yes | QMessageBox.No,
                                                          QMessageBox.No) == QMessageBox.Yes:
-                self.load_model(ModelRequest(name=request.name, checkpoint=request.checkpoint, trust=True))
+                self.load_model(replace(request, trust=True))
                 return
         self.show_error(message)
+        if request.labels and isinstance(error, ModelLoadError) and "labels file" in message:
+            self.load_model(replace(request, labels=None))  # the model without the labels that do not fit it
 
     def _model_ready(self, result) -> None:
         loaded, rows = result
@@ -382,6 +395,7 @@ class MainWindow(QMainWindow):
         self.layers.set_rows(rows)
         self.layer = None  # the old model's layer: no name of it may reach the new model
         self._prepare_input()
+        self._check_pending_options(loaded, rows)
         wanted = self.pending_layer if self.pending_layer in self.layers.names() else self.default_layer(rows)
         self.pending_layer = None
         if self.pending_unit is not None:
@@ -393,6 +407,24 @@ class MainWindow(QMainWindow):
         if wanted:
             self.layers.select_layer(wanted)
         self.model_loaded.emit(loaded)
+
+    def _check_pending_options(self, loaded: LoadedModel, rows) -> None:
+        """``--layer`` and ``--unit`` name something of this model, or the user is told (and the default is used)."""
+        names = self.layers.names()
+        if self.pending_layer is not None and self.pending_layer not in names:
+            self.show_error(f"no layer named {self.pending_layer!r} in {loaded.name} "
+                            f"(e.g. {', '.join(names[:4])}); the default layer is shown")
+            self.pending_layer = None
+        if self.pending_unit is None:
+            return
+        layer = self.pending_layer or self.default_layer(rows)
+        shape = next((r.output_shape for r in rows if r.name == layer), None)
+        units = shape[0] if shape else None
+        if self.pending_unit < 0 or (units is not None and self.pending_unit >= units):
+            self.show_error(f"unit {self.pending_unit} is out of range: layer {layer} has {units} units "
+                            f"(0 to {units - 1}); unit 0 is shown" if units else
+                            f"unit {self.pending_unit} is out of range; unit 0 is shown")
+            self.pending_unit = None
 
     @staticmethod
     def default_layer(rows) -> str | None:
