@@ -225,3 +225,47 @@ def test_video_loops_from_the_start(qtbot, panel, tmp_path):
     assert panel.open_video(short)
     qtbot.waitUntil(lambda: panel.source is not None and panel.source.frames_delivered > 20, timeout=15000)
     assert panel.source.running and panel.message.text() == ""
+
+
+def _click_tile(qtbot, panel, unit: int) -> None:
+    """A real mouse click in the middle of ``unit``'s tile of the live grid."""
+    from PySide6.QtCore import QPointF
+
+    layout = panel.grid_layout
+    top, left = layout.tile_origin(unit)
+    scene = panel.grid_item.mapToScene(QPointF(left + layout.tile_w / 2, top + layout.tile_h / 2))
+    qtbot.mouseClick(panel.view.viewport(), Qt.MouseButton.LeftButton, pos=panel.view.mapFromScene(scene))
+
+
+def test_clicking_a_tile_of_the_live_grid_selects_that_unit(qtbot, panel, video):
+    clicked = []
+    panel.unit_clicked.connect(clicked.append)
+    assert panel.open_video(video)
+    wait_frames(qtbot, panel, 2)
+    _click_tile(qtbot, panel, 5)
+    assert clicked == [5] and panel.unit == 5
+    seen = wait_frames(qtbot, panel, 2)
+    assert seen[-1].unit == 5 and panel.unit_outline.isVisible() and panel.unit_title.text == "unit 5"
+
+
+def test_live_tile_click_selects_the_window_unit_and_the_side_panel_says_it_is_the_still_image(qtbot, video):
+    from explorer.gui.main_window import MainWindow
+    from explorer.gui.panels.live import LIVE_INPUT_TITLE, add_live_view
+
+    window = MainWindow(interactive=False)
+    qtbot.addWidget(window)
+    panel = add_live_view(window)
+    window.show()
+    still_title = window.input_dock.windowTitle()
+    assert window.show_view("live")
+    assert window.input_dock.windowTitle() == LIVE_INPUT_TITLE and not window.input_panel.isEnabled()
+    window.model_loaded.emit(tiny_model())
+    window.layers.layer_selected.emit("conv2")
+    assert panel.open_video(video)
+    wait_frames(qtbot, panel, 2)
+    _click_tile(qtbot, panel, 7)
+    assert window.unit == 7 and panel.unit == 7
+    assert window.show_view("activations")
+    assert window.input_dock.windowTitle() == still_title and window.input_panel.isEnabled()
+    window.close()
+    assert panel.runner is None and panel.source is None

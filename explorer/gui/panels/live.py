@@ -25,6 +25,7 @@ from explorer.sources import (CameraSource, FolderSource, FrameSource, SourceErr
 from explorer.sources.video import VIDEO_SUFFIXES
 
 GRID_LUT = lookup_table("inferno", alpha=True)
+LIVE_INPUT_TITLE = "Still image (not the live frame; Live shows its top class below the grid)"
 STATS_INTERVAL = 0.25  # seconds between two `stats` signals
 
 
@@ -62,6 +63,7 @@ class LivePanel(QWidget):
     stats = Signal(dict)
     frame_shown = Signal(object)
     source_error = Signal(str)
+    unit_clicked = Signal(int)  # a click on a tile of the grid (the window selects that unit everywhere)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -146,6 +148,9 @@ class LivePanel(QWidget):
         self.unit_outline.setPen(pg.mkPen("c", width=0))
         self.unit_outline.setVisible(False)
         self.grid_box.addItem(self.unit_outline)
+        self.grid_layout = None  # the tiling of the grid on screen (which tile is which unit)
+        self.view.scene().sigMouseClicked.connect(self._on_view_clicked)
+        self.view.setToolTip("Click a tile of the layer's grid to select that unit")
 
         self.caption = QLabel("Choose a camera, open a video or an image folder.")
         self.message = QLabel()
@@ -357,6 +362,7 @@ class LivePanel(QWidget):
         self._show_frame(result.frame.image)
         grid = result.grid
         self.grid_item.setImage(grid, autoLevels=False, levels=(0, 255))
+        self.grid_layout = result.layout
         if grid.shape != self._grid_shape:
             self._grid_shape = grid.shape
             self.grid_box.setRange(QRectF(0, 0, grid.shape[1], grid.shape[0]), padding=0.02)
@@ -393,6 +399,21 @@ class LivePanel(QWidget):
         if result.unit_map.shape != self._unit_shape:
             self._unit_shape = result.unit_map.shape
             self.unit_box.setRange(QRectF(0, 0, result.unit_map.shape[1], result.unit_map.shape[0]), padding=0.02)
+
+    def _on_view_clicked(self, event) -> None:
+        if event.button() != Qt.MouseButton.LeftButton or self.grid_item.image is None:
+            return
+        pos = self.grid_item.mapFromScene(event.scenePos())
+        self.click_grid(pos.y(), pos.x())
+
+    def click_grid(self, row: float, col: float) -> None:
+        """A click on grid pixel (row, col): the tile's unit is selected (as a click in Activations)."""
+        if self.grid_layout is None:
+            return
+        unit = self.grid_layout.unit_at(row, col)
+        if unit is not None:
+            self.set_unit(unit)
+            self.unit_clicked.emit(unit)
 
     def _on_grid_painted(self) -> None:
         result, self._awaiting_paint = self._awaiting_paint, None
@@ -463,8 +484,19 @@ def add_live_view(window) -> LivePanel:
     window.model_loaded.connect(lambda loaded: panel.set_model(loaded, window.layer))
     window.layers.layer_selected.connect(panel.set_layer)
     window.activations.unit_selected.connect(panel.set_unit)
+    panel.unit_clicked.connect(window.set_unit)  # the window's unit: Activations, Filters, Attribution follow
     panel.stats.connect(lambda s: stats_label.setText(s["text"] if panel.isVisible() else ""))
     window.tabs.currentChanged.connect(lambda _i: stats_label.setText("") if not panel.isVisible() else None)
+    still_title = window.input_dock.windowTitle()
+
+    def mark_still_input(_index: int = -1) -> None:
+        # the side panel shows the still image and its predictions, not the live frame: say so, grey it out
+        on_live = window.current_view() is panel
+        window.input_dock.setWindowTitle(LIVE_INPUT_TITLE if on_live else still_title)
+        window.input_panel.setEnabled(not on_live)
+
+    window.tabs.currentChanged.connect(mark_still_input)
+    mark_still_input()
     if window.loaded is not None:
         panel.set_model(window.loaded, window.layer)
     return panel
