@@ -25,7 +25,7 @@ from explorer.sources import (CameraSource, FolderSource, FrameSource, SourceErr
 from explorer.sources.video import VIDEO_SUFFIXES
 
 GRID_LUT = lookup_table("inferno", alpha=True)
-LIVE_INPUT_TITLE = "Still image (not the live frame; Live shows its top class below the grid)"
+LIVE_INPUT_TITLE = "Still image, not the live frame"
 STATS_INTERVAL = 0.25  # seconds between two `stats` signals
 
 
