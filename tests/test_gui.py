@@ -382,3 +382,36 @@ def test_the_real_window_opens_on_an_x_server(tmp_path):
     finally:
         server.terminate()
         server.wait(30)
+
+
+def test_no_tensor_work_on_the_gui_thread_when_the_input_or_the_overlay_changes(qtbot, shapes_window, monkeypatch):
+    """Fitting the picture to the input and scaling a unit's map for the overlay run in workers."""
+    import threading
+
+    from explorer.core import explore, preprocess
+    from explorer.gui.widgets import activation_view
+
+    gui_thread = threading.get_ident()
+    threads = []
+    real_prepare, real_upsample = preprocess.prepare_input, explore.upsample_map
+
+    def prepare(*a, **k):
+        threads.append(("prepare", threading.get_ident()))
+        return real_prepare(*a, **k)
+
+    def upsample(*a, **k):
+        threads.append(("upsample", threading.get_ident()))
+        return real_upsample(*a, **k)
+
+    monkeypatch.setattr(preprocess, "prepare_input", prepare)
+    monkeypatch.setattr(activation_view, "upsample_map", upsample)
+    window = shapes_window
+    window.open_image(SAMPLES / "0004_star.png")
+    wait_idle(qtbot, window)
+    window.activations.overlay_box.setChecked(True)
+    window.set_unit(3)
+    wait_idle(qtbot, window)
+    kinds = {k for k, _ in threads}
+    assert kinds == {"prepare", "upsample"}
+    assert all(t != gui_thread for _, t in threads)
+    assert window.activations.unit_pane.overlay_item.image is not None

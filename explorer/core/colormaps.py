@@ -2,8 +2,8 @@
 
 Each map is a (256, 3) uint8 lookup table built from a few anchor colours by linear interpolation
 (inferno, magma and viridis after matplotlib's perceptually uniform maps; turbo after Google's;
-``diverging`` is ColorBrewer's RdBu: blue for negative, white for zero, red for positive). pyqtgraph
-gets the same tables with an alpha column (:func:`lookup_table` with ``alpha=True``).
+``diverging`` is ColorBrewer's RdBu: blue for negative, white for zero, red for positive). The
+window's image views get the same tables with an alpha column (:func:`lookup_table` with ``alpha=True``).
 """
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def auto_colormap(signed: bool) -> str:
 
 
 def lookup_table(name: str, alpha: bool = False) -> np.ndarray:
-    """(256, 3) uint8 RGB table of a colour map (``(256, 4)`` with an opaque alpha column for pyqtgraph)."""
+    """(256, 3) uint8 RGB table of a colour map (``(256, 4)`` with an opaque alpha column for the image views)."""
     name = "grey" if name == "gray" else name
     if name not in _TABLES:
         if name == "diverging":

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import threading
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Iterator
@@ -11,6 +12,7 @@ import torch
 from torch import nn
 
 from explorer.core.errors import ExplorerError
+from explorer.core.tensors import first_tensor  # noqa: F401 - part of this module's interface
 
 
 @dataclass
@@ -30,20 +32,6 @@ class LayerInfo:
         d = asdict(self)
         d["output_shape"] = list(self.output_shape) if self.output_shape is not None else None
         return d
-
-
-def first_tensor(value) -> torch.Tensor | None:
-    """The first tensor in a module output (tensors, tuples, namedtuples, dicts)."""
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, dict):
-        value = list(value.values())
-    if isinstance(value, (list, tuple)):
-        for item in value:
-            found = first_tensor(item)
-            if found is not None:
-                return found
-    return None
 
 
 def module_macs(module: nn.Module, inputs: tuple, output: torch.Tensor) -> int:
@@ -139,6 +127,7 @@ def capture(model: nn.Module, layers: list[str]) -> Iterator[dict[str, torch.Ten
     """
     store: dict[str, torch.Tensor] = {}
     handles = []
+    me = threading.get_ident()
     for name in layers:
         module = get_layer(model, name)
         if _is_script(module):
@@ -147,6 +136,8 @@ def capture(model: nn.Module, layers: list[str]) -> Iterator[dict[str, torch.Ten
                                 f"torch.save, or the model as a Sequential, to explore them")
 
         def hook(_mod, _inputs, output, key=name):
+            if threading.get_ident() != me:  # another thread (another panel) runs the same module meanwhile
+                return
             out = first_tensor(output)
             if out is not None:
                 store[key] = out.detach().clone()
@@ -204,6 +195,6 @@ def leaves_of(module: nn.Module) -> list[tuple[str, str]]:
     return [(n, type(m).__name__) for n, m in module.named_modules() if n and not list(m.children())]
 
 
-def leaves_of_rows(rows: Sequence["LayerRow"]) -> list[tuple[str, str]]:
+def leaves_of_rows(rows: Sequence[LayerInfo]) -> list[tuple[str, str]]:
     """(name, type name) of the layer table's leaves that ran, in the order they ran."""
     return [(r.name, r.type) for r in rows if r.is_leaf and r.output_shape is not None]

@@ -99,6 +99,9 @@ class MainWindow(QMainWindow):
         self.image_runner = LatestRunner(self.runner, self)  # decoding a big photo takes a while
         self.image_runner.result.connect(lambda loaded: self.set_image(*loaded))
         self.image_runner.failed.connect(self.show_error)
+        self.input_runner = LatestRunner(self.runner, self)  # fitting and normalising the picture
+        self.input_runner.result.connect(self._input_ready)
+        self.input_runner.failed.connect(self.show_error)
         self.load_task: Task | None = None
         self.last_model_request = ModelRequest()
 
@@ -111,6 +114,9 @@ class MainWindow(QMainWindow):
     # -- building ------------------------------------------------------------------------------------
     def _build_views(self) -> None:
         self.activations = ActivationView()
+        overlay_runner = LatestRunner(self.runner, self)
+        overlay_runner.failed.connect(self.show_error)
+        self.activations.set_overlay_runner(overlay_runner)
         self.activations.unit_selected.connect(self.set_unit)
         self.activations.norm_changed.connect(self._set_norm)
         self.filters = FilterPanel()
@@ -297,7 +303,7 @@ class MainWindow(QMainWindow):
     @property
     def busy(self) -> bool:
         return (not self.runner.idle or not self.forward_runner.idle or not self.filter_runner.idle
-                or not self.image_runner.idle or any(getattr(view, "busy", False) for view in self.views.values()))
+                or not self.image_runner.idle or not self.input_runner.idle or any(getattr(view, "busy", False) for view in self.views.values()))
 
     def show_error(self, error: BaseException | str) -> None:
         """One message for the user (an exception is described in one line; its traceback is in the log)."""
@@ -509,14 +515,20 @@ class MainWindow(QMainWindow):
         self._prepare_input()
 
     def _prepare_input(self) -> None:
-        """Fit the current image to the model's input (cheap, exact resizes) and recompute."""
+        """Fit the current image to the model's input in a worker (newest request wins), then recompute."""
         if self.image is None or self.loaded is None:
             return
-        self.x = preprocess.image_to_tensor(self.image, self.loaded.spec, self.fit)
-        self.picture = preprocess.tensor_to_image(self.x, self.loaded.spec)
-        where = f" ({self.folder_index + 1}/{len(self.folder)})" if self.folder else ""
+        self.input_runner.submit(_fitted_input, self.image, self.loaded, self.fit, self.input_name,
+                                 self.folder_index)
+
+    def _input_ready(self, prepared) -> None:
+        image, loaded, spec, fit, name, index, (x, picture) = prepared
+        if image is not self.image or loaded is not self.loaded or spec is not loaded.spec or fit != self.fit:
+            return  # the picture, model or fit changed meanwhile: a newer request is on its way
+        self.x, self.picture = x, picture
+        where = f" ({index + 1}/{len(self.folder)})" if self.folder else ""
         h, w = self.image.shape[:2]
-        self.input_panel.set_picture(self.picture, f"{self.input_name}{where} · {w}x{h} → "
+        self.input_panel.set_picture(self.picture, f"{name}{where} · {w}x{h} → "
                                      f"{self.loaded.spec.size[1]}x{self.loaded.spec.size[0]} ({self.fit})")
         self.activations.set_picture(self.picture)
         self.input_changed.emit(self.loaded, self.x, self.picture)
@@ -635,6 +647,12 @@ class MainWindow(QMainWindow):
             if hasattr(view, "shutdown"):
                 view.shutdown()
         super().closeEvent(event)
+
+
+def _fitted_input(image: np.ndarray, loaded: LoadedModel, fit: str, name: str, index: int):
+    """Worker job: the model's input and the picture it sees, with what they were made from."""
+    spec = loaded.spec
+    return image, loaded, spec, fit, name, index, preprocess.prepare_input(image, spec, fit)
 
 
 def read_named_picture(path: Path, spec) -> tuple[np.ndarray, str]:

@@ -7,12 +7,14 @@ from explorer.core.resources import SAMPLE_TEXT
 
 
 def add_panels(window) -> None:
-    """Add every optional panel (live, attribution, LSTM) to ``window``, then number the View menu."""
+    """Add every optional panel (attribution, live, LSTM, costs) to ``window``, then number the View menu."""
+    from explorer.gui.panels.costs import add_costs_view  # noqa: PLC0415
     from explorer.gui.panels.live import add_live_view  # noqa: PLC0415
 
     window.attribution_panel = add_attribution_view(window)
     window.live_panel = add_live_view(window)
     window.lstm_panel = add_lstm_view(window)
+    window.costs_panel = add_costs_view(window)
     window.refresh_view_menu()
     window.resizeDocks([window.layers_dock, window.input_dock], [440, 300], Qt.Horizontal)
 
@@ -51,7 +53,7 @@ def add_attribution_view(window):
 
     panel = AttributionPanel(window)
     window.add_view("attribution", "Attribution", panel)
-    window.input_changed.connect(lambda loaded, x, picture: panel.set_context(loaded, x.to(loaded.device), picture))
+    window.input_changed.connect(panel.set_context)  # the worker moves x to the model's device
     window.input_panel.class_selected.connect(panel.set_target_class)
     window.activations.unit_selected.connect(lambda unit: panel.set_target_unit(window.layer, unit))
     panel.failed.connect(window.show_error)

@@ -128,6 +128,7 @@ def attribution_steps(model: nn.Module, x: torch.Tensor, method: str, target: Ta
     after every batch (stop iterating to cancel); every method returns its :class:`AttributionResult` as
     the generator's return value.
     """
+    x = x.to(model_device(model))  # in the worker: the caller may hand over a CPU tensor
     if target is None:
         target = Target.for_class(top_class(model, x), score)
     if method != "occlusion":
@@ -144,6 +145,15 @@ def attribution_steps(model: nn.Module, x: torch.Tensor, method: str, target: Ta
     raw = occ.map.numpy().astype(np.float32)
     return AttributionResult(method, target, raw, np.ascontiguousarray(raw[0]), time.perf_counter() - start,
                              occ.note, occ.mode, None, occ.clean_score)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where ``model``'s weights live (the CPU for a model without any)."""
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
 
 
 def layer_names(model: nn.Module) -> list[str]:

@@ -11,6 +11,7 @@ from explorer.core.models.spec import LoadedModel, ProgressFn, check_labels, rea
 from explorer.core.models.zoo import load_zoo_model_steps, zoo_names
 from explorer.core.resources import MODELS_DIR
 from explorer.core.steps import drive
+from explorer.core.tensors import first_tensor
 
 BUNDLED_MODELS = {"shapes": MODELS_DIR / "shapes.pt"}
 DEFAULT_MODEL = "shapes"
@@ -76,8 +77,6 @@ def load_model_steps(name: str | None = None, *, checkpoint: str | Path | None =
 def output_classes(module: torch.nn.Module, shape: tuple[int, ...]) -> int | None:
     """The number of classes ``module`` outputs for one zero input of ``shape`` (its own input size),
     or None when that forward fails or the output is not one score per class."""
-    from explorer.core.probe import first_tensor  # noqa: PLC0415
-
     try:
         with torch.no_grad():
             out = first_tensor(module(torch.zeros((1, *shape))))

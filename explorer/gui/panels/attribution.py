@@ -153,8 +153,8 @@ class AttributionPanel(QWidget):
     # --- public ---------------------------------------------------------------------------------------
 
     def set_context(self, loaded_model, input_tensor, picture_uint8: np.ndarray) -> None:
-        """The model (a :class:`~explorer.core.models.LoadedModel`), its input (1, C, H, W) on the model's
-        device, and the (H, W, 3) uint8 picture of that input."""
+        """The model (a :class:`~explorer.core.models.LoadedModel`), its input (1, C, H, W) (the worker
+        moves it to the model's device), and the (H, W, 3) uint8 picture of that input."""
         model_changed = loaded_model is not self.loaded
         self.loaded, self.input_tensor, self.picture = loaded_model, input_tensor, picture_uint8
         if model_changed:

@@ -23,6 +23,8 @@ class ActivationView(QWidget):
         self.layer_view: LayerView | None = None
         self.picture: np.ndarray | None = None
         self.unit = 0
+        self.overlay_runner = None  # a workers.LatestRunner (set by the window): overlays are scaled off the GUI thread
+        self._overlay = None  # (layer view, unit, scaled map) of the last overlay
         self.setFocusPolicy(Qt.StrongFocus)
 
         self.grid_pane = ImagePane(title="all channels")
@@ -145,13 +147,31 @@ class ActivationView(QWidget):
                           f"layer range [{view.value_range[0]:.4g}, {view.value_range[1]:.4g}]")
         if self.overlay_box.isChecked() and self.picture is not None and not view.is_vector:
             self.unit_pane.set_image(self.picture)
-            heat = upsample_map(unit_map, self.picture.shape[:2])
-            self.unit_pane.set_overlay(heat, lookup_table("inferno"), self.opacity.value() / 100)
+            cached = self._overlay
+            if cached is not None and cached[0] is view and cached[1] == unit and cached[2].shape == self.picture.shape[:2]:
+                self.unit_pane.set_overlay(cached[2], lookup_table("inferno"), self.opacity.value() / 100)
+            elif self.overlay_runner is not None:
+                self.overlay_runner.submit(_scaled_overlay, view, unit, unit_map, self.picture.shape[:2])
         else:
             lo, hi = float(unit_map.min()), float(unit_map.max())
             self.unit_pane.set_overlay(None)
             self.unit_pane.set_image(unit_map, levels=(lo, hi if hi > lo else lo + 1e-6),
                                      lut=lookup_table("inferno"))
+
+    def set_overlay_runner(self, runner) -> None:
+        """Where the unit's map is scaled to the input for the overlay (a workers.LatestRunner)."""
+        self.overlay_runner = runner
+        runner.result.connect(self._overlay_ready)
+
+    @property
+    def busy(self) -> bool:
+        return self.overlay_runner is not None and not self.overlay_runner.idle
+
+    def _overlay_ready(self, scaled) -> None:
+        view, unit, heat = scaled
+        self._overlay = scaled
+        if view is self.layer_view and unit == self.unit and self.overlay_box.isChecked():
+            self.unit_pane.set_overlay(heat, lookup_table("inferno"), self.opacity.value() / 100)
 
     # -- input ---------------------------------------------------------------------------------------
     def _grid_clicked(self, row: float, col: float) -> None:
@@ -182,3 +202,8 @@ class ActivationView(QWidget):
                 return
             return super().keyPressEvent(event)
         self.select_unit(self.unit + step)
+
+
+def _scaled_overlay(view: LayerView, unit: int, unit_map: np.ndarray, size: tuple[int, int]):
+    """Worker job: the unit's map scaled to the input (the core's bilinear upsampling)."""
+    return view, unit, upsample_map(unit_map, size)
