@@ -132,3 +132,24 @@ def test_csv_has_a_row_per_layer_and_the_totals():
     lines = table.to_csv().strip().splitlines()
     assert lines[0].startswith("name,type,output_shape,activations") and len(lines) == len(table.rows) + 2
     assert lines[-1].split(",")[3] == str(table.activations)
+
+
+def test_layers_command_prints_the_cost_columns_totals_and_csv(tmp_path, capsys):
+    import json
+
+    from explorer.cli import main
+    from explorer.core.models import load_model
+
+    out = tmp_path / "costs.csv"
+    assert main(["layers", "--model", "alexnet", "--weights", "none", "--batch", "2", "--csv", str(out),
+                 "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    loaded = load_model("alexnet", weights="none")
+    expected = cost_table(loaded.module, loaded.spec.shape, batch=2)
+    assert data["batch"] == 2 and data["totals"] == json.loads(json.dumps(expected.totals()))
+    conv = next(d for d in data["layers"] if d["name"] == "features.0")
+    assert conv["activations"] == 2 * 64 * 55 * 55 and conv["flops"] == 2 * conv["macs"]
+    assert next(d for d in data["layers"] if d["name"] == "features.1")["activations"] == 0  # in-place ReLU
+    assert out.read_text().splitlines()[-1].startswith("total,")
+    assert main(["layers", "--csv", str(tmp_path)]) == 2  # a folder: refused before the work
+    assert "it is a folder" in capsys.readouterr().err

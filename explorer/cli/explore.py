@@ -20,10 +20,16 @@ from explorer.cli.options import (
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("layers", help="the layer table: type, output shape, parameters, MACs")
+    p = subparsers.add_parser("layers", help="the layer table: shape, activation memory, parameters, MACs, FLOPs",
+                              description="The layer table at the model's input size: output shape, activation "
+                                          "memory (in-place layers and views add none), parameters and their "
+                                          "memory, MACs and FLOPs (2 x MACs), with totals for a forward pass and "
+                                          "an estimate for one training step (docs/costs.md).")
     add_model_args(p)
     add_json_arg(p)
     p.add_argument("--leaves", action="store_true", help="only modules with no children")
+    p.add_argument("--batch", type=positive_int, default=1, help="batch size for activations and MACs (default 1)")
+    p.add_argument("--csv", default=None, metavar="FILE", help="also write the per-layer cost table as CSV")
     p.set_defaults(func=cmd_layers)
 
     p = subparsers.add_parser("predict", help="top-5 classes for each input")
@@ -51,25 +57,58 @@ def format_count(n: int) -> str:
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
+    from explorer.core.costs import cost_table, format_bytes  # noqa: PLC0415
+    from explorer.core.outputs import atomic_write, check_destination  # noqa: PLC0415
     from explorer.core.probe import layer_table  # noqa: PLC0415
 
+    csv_path = check_destination(args.csv, (".csv",)) if args.csv else None
     loaded = model_from_args(args, weights="none")  # the table needs shapes, never a download
-    check_memory(args, loaded, what="the layer table")
+    check_memory(args, loaded, batch=args.batch, what="the layer table")
     rows = layer_table(loaded.module, loaded.spec.shape, loaded.device)
+    costs = cost_table(loaded.module, loaded.spec.shape, args.batch, loaded.device)
+    by_name = {c.name: c for c in costs.rows}
     if args.leaves:
         rows = [r for r in rows if r.is_leaf]
     total_params = sum(p.numel() for p in loaded.module.parameters())
-    total_macs = sum(r.macs for r in rows if r.is_leaf) if args.leaves else sum(r.macs for r in rows if r.is_leaf)
-    data = {"model": describe_model(loaded), "input_shape": list(loaded.spec.shape), "total_params": total_params,
-            "total_macs": total_macs, "layers": [r.to_dict() for r in rows]}
-    width = max([len(r.name) + 2 * r.depth for r in rows] + [5])
-    lines = [f"{loaded.name}: input {'x'.join(map(str, loaded.spec.shape))}",
-             f"{'layer':<{width}}  {'type':<20} {'output':<16} {'params':>12} {'MACs':>15}"]
+    total_macs = sum(r.macs for r in rows if r.is_leaf)
+    layers = []
     for r in rows:
+        d = r.to_dict()
+        cost = by_name.get(r.name)
+        if cost is not None:
+            d.update(activations=cost.activations * args.batch, activation_bytes=cost.activation_bytes * args.batch,
+                     param_bytes=cost.param_bytes, macs=cost.macs * args.batch, flops=cost.flops * args.batch)
+        layers.append(d)
+    totals = costs.totals()
+    data = {"model": describe_model(loaded), "input_shape": list(loaded.spec.shape), "batch": args.batch,
+            "total_params": total_params, "total_macs": total_macs * args.batch, "totals": totals,
+            "input": costs.rows[0].to_dict(args.batch), "layers": layers,
+            "counting_rule": "activation memory: tensors a leaf layer returns that are new storage (in-place "
+                             "layers and views add none), per call; FLOPs = 2 x MACs"}
+    width = max([len(r.name) + 2 * r.depth for r in rows] + [5])
+    lines = [f"{loaded.name}: input {'x'.join(map(str, loaded.spec.shape))}, batch {args.batch}",
+             f"{'layer':<{width}}  {'type':<18} {'output':<14} {'activations':>12} {'memory':>10} "
+             f"{'params':>12} {'MACs':>15} {'FLOPs':>15}"]
+    for r, d in zip(rows, layers):
         shape = "x".join(map(str, r.output_shape)) if r.output_shape is not None else "(not run)"
-        lines.append(f"{'  ' * r.depth + r.name:<{width}}  {r.type:<20} {shape:<16} "
-                     f"{format_count(r.params):>12} {format_count(r.macs):>15}")
-    lines.append(f"total: {format_count(total_params)} parameters, {format_count(total_macs)} MACs")
+        act = format_count(d["activations"]) if "activations" in d else ""
+        mem = format_bytes(d["activation_bytes"]) if d.get("activation_bytes") else ""
+        flops = format_count(d["flops"]) if "flops" in d else ""
+        lines.append(f"{'  ' * r.depth + r.name:<{width}}  {r.type:<18} {shape:<14} {act:>12} {mem:>10} "
+                     f"{format_count(r.params):>12} {format_count(d['macs']):>15} {flops:>15}")
+    train = totals["training_bytes"]
+    lines += [f"total: {format_count(total_params)} parameters ({format_bytes(costs.param_bytes)}), "
+              f"{format_count(totals['macs'])} MACs = {format_count(totals['flops'])} FLOPs, "
+              f"{format_count(totals['activations'])} activations incl. the input "
+              f"({format_bytes(totals['activation_bytes'])})",
+              f"forward pass (every activation kept): {format_bytes(totals['forward_bytes'])}; one training step: "
+              f"SGD {format_bytes(train['sgd'])}, SGD+momentum {format_bytes(train['momentum'])}, "
+              f"Adam {format_bytes(train['adam'])} (in-place layers and views add no memory; docs/costs.md)"]
+    if csv_path is not None:
+        with atomic_write(csv_path) as tmp:
+            tmp.write_text(costs.to_csv(), encoding="utf-8")
+        data["csv"] = str(csv_path)
+        lines.append(f"cost table -> {csv_path}")
     emit(args, data, "\n".join(lines))
     return 0
 
