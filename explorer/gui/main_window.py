@@ -11,10 +11,9 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QImage, QKeySequence
-from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QDockWidget, QFileDialog, QLabel,
-                               QFrame, QMainWindow, QMessageBox, QProgressBar, QPushButton, QScrollArea, QTabWidget,
-                               QToolBar,
-                               QWidget)
+from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QDialog, QDockWidget, QFileDialog, QLabel,
+                               QFrame, QMainWindow, QMessageBox, QProgressBar, QPushButton, QScrollArea, QTableWidget,
+                               QTableWidgetItem, QTabWidget, QToolBar, QVBoxLayout, QWidget)
 
 from explorer.core import preprocess
 from explorer.core.models.device import available_devices, describe_device
@@ -28,6 +27,7 @@ from explorer.gui.widgets.filter_view import FilterPanel
 from explorer.gui.panels.input import InputPanel
 from explorer.gui.widgets.layer_table import LayerTable
 from explorer.gui.widgets.spec_dialog import InputSpecDialog
+from explorer.gui import keys
 from explorer.gui.workers import LatestRunner, Task, TaskRunner, describe_error
 
 MODEL_SUFFIXES = {".pt", ".pth", ".pt2", ".safetensors", ".ts", ".bin", ".ckpt"}
@@ -232,46 +232,50 @@ class MainWindow(QMainWindow):
         return action
 
     def _build_menus(self) -> None:
+        key = keys.sequence  # every key comes from the one registry (F1 and README are made from it too)
         m = self.menuBar().addMenu("&File")
-        self._action(m, "Open image…", self.open_image_dialog, QKeySequence.Open)
-        self._action(m, "Open folder…", self.open_folder_dialog, "Ctrl+Shift+O")
-        self._action(m, "Paste image", self.paste_image, QKeySequence.Paste)
-        self._action(m, "Next image", lambda: self.step_image(1), "PgDown")
-        self._action(m, "Previous image", lambda: self.step_image(-1), "PgUp")
+        self._action(m, "Open image…", self.open_image_dialog, key("open_image"))
+        self._action(m, "Open folder…", self.open_folder_dialog, key("open_folder"))
+        self._action(m, "Paste image", self.paste_image, key("paste_image"))
+        self._action(m, "Next image", lambda: self.step_image(1), key("next_image"))
+        self._action(m, "Previous image", lambda: self.step_image(-1), key("previous_image"))
         m.addSeparator()
-        self._action(m, "Export view as PNG…", self.export_view_dialog, "Ctrl+E")
-        self._action(m, "Export window as PNG…", lambda: self.export_view_dialog(window=True), "Ctrl+Shift+E")
+        self._action(m, "Export view as PNG…", self.export_view_dialog, key("export_view"))
+        self._action(m, "Export window as PNG…", lambda: self.export_view_dialog(window=True), key("export_window"))
         m.addSeparator()
-        self._action(m, "Quit", self.close, QKeySequence.Quit)
+        self._action(m, "Quit", self.close, key("quit"))
         m = self.menuBar().addMenu("&Model")
-        self._action(m, "Open model file…", self.open_model_dialog, "Ctrl+M",
+        self._action(m, "Open model file…", self.open_model_dialog, key("open_model"),
                      "TorchScript, .pt2, state dict (.pt/.pth/.safetensors) or a whole pickled module")
-        self._action(m, "Input settings…", self.edit_input_spec, "Ctrl+I",
+        self._action(m, "Input settings…", self.edit_input_spec, key("input_settings"),
                      "Input size, mean/std and class labels")
-        self._action(m, "Next layer", lambda: self.layers.step(1), "Ctrl+Down")
-        self._action(m, "Previous layer", lambda: self.layers.step(-1), "Ctrl+Up")
-        self._action(m, "Cancel", self.cancel_work, "Esc")
+        self._action(m, "Next layer", lambda: self.layers.step(1), key("next_layer"))
+        self._action(m, "Previous layer", lambda: self.layers.step(-1), key("previous_layer"))
+        self._action(m, "Cancel", self.cancel_work, key("cancel"))
         m = self.menuBar().addMenu("&View")
-        for i, key in enumerate(self.views):
-            self._action(m, self.tabs.tabText(i), lambda _=False, k=key: self.show_view(k), f"Ctrl+{i + 1}")
-        m.addSeparator()
-        m.addAction(self.layers_dock.toggleViewAction())
-        m.addAction(self.input_dock.toggleViewAction())
+        self.view_actions: list[QAction] = []
+        self._fill_view_menu(m)
         m = self.menuBar().addMenu("&Help")
-        self._action(m, "Keyboard shortcuts", self.show_shortcuts, "F1")
+        self._action(m, "Keyboard shortcuts", self.show_shortcuts, key("shortcuts"))
+        self.shortcuts_dialog: QDialog | None = None
 
-    def refresh_view_menu(self) -> None:
-        """Re-number Ctrl+<n> after panels were added with :meth:`add_view`."""
-        for action in self.actions():
-            if action.shortcut().toString().startswith("Ctrl+") and action.shortcut().toString()[5:].isdigit():
-                self.removeAction(action)
-        menu = [a.menu() for a in self.menuBar().actions() if a.text() == "&View"][0]
-        menu.clear()
-        for i, key in enumerate(self.views):
-            self._action(menu, self.tabs.tabText(i), lambda _=False, k=key: self.show_view(k), f"Ctrl+{i + 1}")
+    def _fill_view_menu(self, menu) -> None:
+        for i, name in enumerate(self.views):
+            self.view_actions.append(self._action(menu, self.tabs.tabText(i), lambda _=False, k=name: self.show_view(k),
+                                                  keys.view_sequence(i)))
         menu.addSeparator()
         menu.addAction(self.layers_dock.toggleViewAction())
         menu.addAction(self.input_dock.toggleViewAction())
+
+    def refresh_view_menu(self) -> None:
+        """Re-number Ctrl+<n> after panels were added with :meth:`add_view`."""
+        for action in self.view_actions:
+            self.removeAction(action)
+            action.deleteLater()
+        self.view_actions = []
+        menu = [a.menu() for a in self.menuBar().actions() if a.text() == "&View"][0]
+        menu.clear()
+        self._fill_view_menu(menu)
 
     # -- settings ------------------------------------------------------------------------------------
     def _restore_settings(self) -> None:
@@ -612,10 +616,28 @@ class MainWindow(QMainWindow):
             self.export_view(path, window=window)
 
     def show_shortcuts(self) -> None:
-        lines = [f"{a.shortcut().toString():<16} {a.text().replace('…', '')}" for a in self.actions()
-                 if not a.shortcut().isEmpty()]
-        lines += ["Arrows           select a unit in the grid", "O                overlay unit on input"]
-        QMessageBox.information(self, "Keyboard shortcuts", "\n".join(lines))
+        """F1: every binding of :mod:`explorer.gui.keys` in a table (keys, action, where); not modal."""
+        if self.shortcuts_dialog is None:
+            dialog = QDialog(self)
+            dialog.setWindowTitle("Keyboard shortcuts")
+            rows = keys.help_rows()
+            table = QTableWidget(len(rows), 3, dialog)
+            table.setHorizontalHeaderLabels(["keys", "action", "where"])
+            for r, row in enumerate(rows):
+                for c, text in enumerate(row):
+                    table.setItem(r, c, QTableWidgetItem(text))
+            table.setEditTriggers(QTableWidget.NoEditTriggers)
+            table.verticalHeader().setVisible(False)
+            table.verticalHeader().setDefaultSectionSize(table.fontMetrics().height() + 8)
+            table.resizeColumnsToContents()
+            table.horizontalHeader().setStretchLastSection(True)
+            layout = QVBoxLayout(dialog)
+            layout.addWidget(table)
+            dialog.resize(min(900, table.horizontalHeader().length() + 60), 700)
+            dialog.table = table
+            self.shortcuts_dialog = dialog
+        self.shortcuts_dialog.show()
+        self.shortcuts_dialog.raise_()
 
     # -- drag and drop -------------------------------------------------------------------------------
     def dragEnterEvent(self, event) -> None:  # noqa: N802
@@ -641,6 +663,8 @@ class MainWindow(QMainWindow):
             self.open_image(p)
 
     def closeEvent(self, event) -> None:  # noqa: N802
+        if self.shortcuts_dialog is not None:
+            self.shortcuts_dialog.close()
         self.save_settings()
         self.runner.shutdown()
         for view in self.views.values():

@@ -20,6 +20,7 @@ from explorer.core.errors import ExplorerError
 from explorer.core.live import FrameSlot, LiveFrame, LivePipeline, LiveResult, LiveRunner, LiveStats, format_stats
 from explorer.core.colormaps import lookup_table
 from explorer.core.models import LoadedModel
+from explorer.gui import keys
 from explorer.sources import (CameraSource, FolderSource, FrameSource, SourceError, VideoFileSource,
                               camera_resolutions, list_cameras)
 from explorer.sources.video import VIDEO_SUFFIXES
@@ -171,9 +172,9 @@ class LivePanel(QWidget):
         self.freeze_button.toggled.connect(self.freeze)
         self.step_button.clicked.connect(self.step)
         self.mirror_box.toggled.connect(self.set_mirror)
-        for key, slot in ((Qt.Key.Key_Space, self.toggle_freeze), (Qt.Key.Key_Period, self.step),
-                          (Qt.Key.Key_M, self.mirror_box.toggle)):
-            shortcut = QShortcut(QKeySequence(key), self)
+        for name, slot in (("live_freeze", self.toggle_freeze), ("live_step", self.step),
+                           ("live_mirror", self.mirror_box.toggle)):
+            shortcut = QShortcut(QKeySequence(keys.sequence(name)), self)
             shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
             shortcut.activated.connect(slot)
         self.refresh_cameras()
