@@ -149,3 +149,17 @@ def test_bundled_menu_lists_and_loads_every_bundled_char_rnn(panel):
         cfg = expected.config
         assert action.text() == f"{action.data()}: {cfg.cell.upper()} {cfg.num_layers}×{cfg.hidden_size}"
         assert panel.model_label.text().startswith(f"{action.data()}: {cfg.cell.upper()}")
+
+
+def test_text_too_long_for_memory_is_refused_with_one_line(panel, qtbot, tmp_path, monkeypatch):
+    """The panel keeps every gate of every step; a text that would not fit is refused before the replay."""
+    from explorer.core.rnn import memory
+
+    save_char_rnn(random_char_rnn("lstm", layers=2, hidden=16), tmp_path / "m.pt")
+    panel.load_model(tmp_path / "m.pt")
+    monkeypatch.setattr(memory, "available_bytes", lambda: 200_000_000)
+    panel.set_text(QUOTE_TEXT * 2000)  # ~180,000 characters × 400 bytes of gates each: too much
+    qtbot.waitUntil(lambda: not panel.busy, timeout=30_000)
+    assert panel.analysis is None
+    message = panel.status.text()
+    assert "of memory" in message and "characters fit" in message and "\n" not in message

@@ -53,6 +53,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         _add_model_text_args(p)
         if name == "activations":
             p.add_argument("--out", required=True, type=Path, help="ACTS.npz")
+            p.add_argument("--quantities", default=None,
+                           help="comma-separated, e.g. h,c (default: all of the cell type's)")
+            p.add_argument("--layers", default=None, help="comma-separated layer numbers, e.g. 0 (default: all)")
         elif name == "cells":
             p.add_argument("--regex", action="append", default=[], metavar="PATTERN",
                            help="also rank cells against 'inside a match of PATTERN' (repeatable)")
@@ -106,14 +109,41 @@ def _read_text(path: Path) -> str:
     return text
 
 
-def _replay(args: argparse.Namespace):
-    from explorer.core.rnn.replay import replay_steps  # noqa: PLC0415
+def _split(value: str | None, name: str, cast=str):
+    if value is None:
+        return None
+    try:
+        items = [cast(v.strip()) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise CommandError(f"--{name} must be comma-separated, not {value!r}") from None
+    if not items:
+        raise CommandError(f"--{name} is empty")
+    return items
+
+
+def _fits(needed: int, what: str, hint: str) -> None:
+    """Refuse with one line (and the options that need less) before allocating ``needed`` bytes."""
+    from explorer.core.rnn.memory import NotEnoughMemory, check_memory  # noqa: PLC0415
+
+    try:
+        check_memory(needed, what)
+    except NotEnoughMemory as exc:
+        raise CommandError(f"{exc}; {hint}") from None
+
+
+def _replay(args: argparse.Namespace, quantities=None, layers=None,
+            hint: str = "try a shorter text (deep-explorer lstm cells searches texts of any length)"):
+    from explorer.core.rnn.replay import replay_bytes, replay_steps  # noqa: PLC0415
     from explorer.core.steps import drive  # noqa: PLC0415
 
     model = _load(args)
     text = _read_text(args.text)
+    # the arrays themselves, plus one chunk's work (and the .npz writer's buffers) on top
+    needed = replay_bytes(model, len(text), quantities, layers) + 400_000_000
+    _fits(needed, f"keeping every step of {len(text):,} characters", hint)
     progress = cli_progress("reading") if len(text) > 20_000 else None
-    result = drive(replay_steps(model, text), None if progress is None else (lambda step: progress(*step)))
+    result = drive(replay_steps(model, text, quantities=quantities, layers=layers),
+                   None if progress is None else (lambda step: progress(*step)))
     return model, result
 
 
@@ -167,7 +197,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_activations(args: argparse.Namespace) -> int:
-    model, rep = _replay(args)
+    # The .npz holds whole-text arrays, so they are kept in memory (float32) and written at the end; a
+    # text too long for that is refused before the replay, naming the options that write less.
+    model, rep = _replay(args, _split(args.quantities, "quantities"), _split(args.layers, "layers", int),
+                         hint="write fewer arrays (e.g. --quantities h,c --layers 0) or read a shorter text")
     arrays = rep.arrays()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -183,22 +216,34 @@ def cmd_activations(args: argparse.Namespace) -> int:
 
 
 def cmd_cells(args: argparse.Namespace) -> int:
-    from explorer.core.rnn.cells import cell_search, indicator_sequences  # noqa: PLC0415
+    from explorer.core.rnn.cells import cell_search_steps, indicator_sequences  # noqa: PLC0415
+    from explorer.core.rnn.memory import NotEnoughMemory  # noqa: PLC0415
+    from explorer.core.steps import drive  # noqa: PLC0415
 
     if args.top < 1:
         raise CommandError("--top must be at least 1")
-    _, rep = _replay(args)
-    quantities = [q.strip() for q in args.quantities.split(",")] if args.quantities else None
+    model = _load(args)
+    text = _read_text(args.text)
+    quantities = _split(args.quantities, "quantities")
     t0 = time.perf_counter()
-    indicators = indicator_sequences(rep.text, args.regex)
-    results = cell_search(rep, indicators, top=args.top, quantities=quantities, rank_by=args.rank_by)
+    indicators = indicator_sequences(text, args.regex)
+    # Streamed for any length: running sums and histograms, one chunk of gates at a time.
+    progress = cli_progress("searching") if len(text) > 20_000 else None
+    try:
+        found = drive(cell_search_steps(model, text, indicators, top=args.top, quantities=quantities,
+                                        rank_by=args.rank_by),
+                      None if progress is None else (lambda step: progress(*step)))
+    except NotEnoughMemory as exc:
+        raise CommandError(f"{exc}; search fewer quantities (e.g. --quantities h,c)") from None
+    results = found.search
     seconds = time.perf_counter() - t0
-    data = {"characters": rep.length, "bits_per_char": round(rep.bits_per_char(), 4), "search_seconds":
+    bpc = found.bits_per_char
+    data = {"characters": found.length, "bits_per_char": round(bpc, 4), "search_seconds":
             round(seconds, 3), "indicators": {name: {"description": indicators[name].description,
                                                       "binary": indicators[name].binary,
                                                       "cells": [c.to_dict() for c in cells]}
                                                for name, cells in results.items()}}
-    lines = [f"{rep.length} characters, {rep.bits_per_char():.3f} bits per character; search {seconds:.2f} s"]
+    lines = [f"{found.length} characters, {bpc:.3f} bits per character; search {seconds:.2f} s"]
     for name, cells in results.items():
         lines.append(f"{name} ({indicators[name].description}):")
         for c in cells:

@@ -28,7 +28,7 @@ MIN_STD = 1e-4  # cells whose values vary less than this over the text count as 
 class Indicator:
     name: str
     description: str
-    values: np.ndarray  # (T,) float32
+    values: np.ndarray  # (T,): bool for on/off indicators, int32 or float32 counts otherwise (compact for long texts)
     binary: bool  # on/off: scored by AUROC as well as Pearson r
 
 
@@ -95,11 +95,12 @@ def python_lexical_state(text: str) -> dict[str, np.ndarray]:
     leading whitespace of the line read so far, in columns / 4 (tabs to the next multiple of 8).
     """
     n = len(text)
-    string = np.zeros(n, dtype=np.float32)
+    # Compact types (a long text has one value of each per character): bool flags, int32 counts.
+    string = np.zeros(n, dtype=bool)
     triple = np.zeros(n, dtype=bool)  # inside a triple-quoted string
-    comment = np.zeros(n, dtype=np.float32)
-    depth = np.zeros(n, dtype=np.float32)
-    column = np.zeros(n, dtype=np.float32)
+    comment = np.zeros(n, dtype=bool)
+    depth = np.zeros(n, dtype=np.int32)
+    column = np.zeros(n, dtype=np.int32)
     indent = np.zeros(n, dtype=np.float32)
     quote = ""  # the open string's delimiter, "" when outside a string
     in_comment = False
@@ -172,8 +173,8 @@ def python_lexical_state(text: str) -> dict[str, np.ndarray]:
                     leading = False
             indent[j] = ind / 4
         i += step
-    long_string = (string * triple).astype(np.float32)
-    return {"string": string, "short_string": string - long_string, "long_string": long_string,
+    long_string = string & triple
+    return {"string": string, "short_string": string & ~triple, "long_string": long_string,
             "comment": comment, "bracket_depth": depth, "line_position": column, "indentation": indent}
 
 
@@ -182,7 +183,7 @@ def word_starts(text: str) -> np.ndarray:
     is_word = np.fromiter((bool(_WORD.match(ch)) for ch in text), dtype=bool, count=len(text))
     start = is_word.copy()
     start[1:] &= ~is_word[:-1]
-    return start.astype(np.float32)
+    return start
 
 
 def regex_matches(text: str, pattern: str) -> np.ndarray:
@@ -191,7 +192,7 @@ def regex_matches(text: str, pattern: str) -> np.ndarray:
         compiled = re.compile(pattern, re.MULTILINE)
     except re.error as exc:
         raise InputError(f"bad regular expression {pattern!r}: {exc}") from None
-    out = np.zeros(len(text), dtype=np.float32)
+    out = np.zeros(len(text), dtype=bool)
     for m in compiled.finditer(text):
         out[m.start():m.end()] = 1
     return out
@@ -331,6 +332,237 @@ def cell_search(rep: Replay, indicators: dict[str, Indicator] | None = None, top
 
 
 # ---------------------------------------------------------------------------------------------------
+# The same search for a text of any length, streamed
+
+
+@dataclass
+class StreamedSearch:
+    """What :func:`cell_search_steps` returns: the ranking of :func:`cell_search` and the text's figures."""
+
+    search: dict[str, list[CellScore]]
+    length: int
+    bits_per_char: float
+
+
+def _moments(values: np.ndarray, step: int = 1 << 20) -> tuple[float, float]:
+    """Mean and population standard deviation in float64, a slice at a time (no float64 copy)."""
+    n = len(values)
+    total = 0.0
+    for a in range(0, n, step):
+        total += float(values[a:a + step].sum(dtype=np.float64))
+    mean = total / n
+    sq = 0.0
+    for a in range(0, n, step):
+        d = values[a:a + step].astype(np.float64) - mean
+        sq += float(d @ d)
+    return mean, float(np.sqrt(sq / n))
+
+
+def _label_patterns(indicators: dict[str, Indicator], names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Every character's combination of the on/off indicators ``names`` as a small dense code (T,) and
+    the (patterns, len(names)) table of which indicator each code has on."""
+    T = len(next(iter(indicators.values())).values)
+    nb = len(names)
+    dtype = np.uint8 if nb <= 8 else np.uint16 if nb <= 16 else np.uint32 if nb <= 32 else np.uint64
+    code = np.zeros(T, dtype=dtype)  # one small integer a character, not one per indicator
+    for bit, name in enumerate(names):
+        code |= (np.asarray(indicators[name].values) > 0.5).astype(dtype) << dtype(bit)
+    if nb <= 16:  # a lookup table, no sort of the whole text
+        present = np.bincount(code, minlength=1 << nb) > 0
+        uniq = np.nonzero(present)[0]
+        lut = (np.cumsum(present) - 1).astype(np.uint16)
+        dense = lut[code]
+    else:
+        uniq, dense = np.unique(code, return_inverse=True)
+    table = (uniq.astype(np.uint64)[:, None] >> np.arange(nb, dtype=np.uint64)[None, :]) & np.uint64(1)
+    return dense, table.astype(bool)
+
+
+class _Histograms:
+    """Per-cell histograms of one (layer, quantity) block, one count per bin and label pattern, over
+    chunks. A cell's bins are ``bins`` equal steps from ``lo``; the first chunk sets the range (as
+    :func:`auroc_columns` does for the whole text) and a value outside it widens the range by a power of
+    two whose new bin edges are old ones, so bins merge exactly and no count is lost."""
+
+    def __init__(self, H: int, bins: int, patterns: int):
+        self.H, self.bins, self.P = H, bins, patterns
+        self.counts = np.zeros((H, patterns, bins), dtype=np.int32)
+        self.lo: np.ndarray | None = None
+        self.width: np.ndarray | None = None
+
+    def _widen(self, j: int, vmin: float, vmax: float) -> None:
+        lo, w, bins = self.lo[j], self.width[j], self.bins
+        m = int(np.ceil((lo - vmin) / w)) if vmin < lo else 0
+        k = 1  # new edges lo − m·w + i·w·2^k are old ones; every old bin and the new values must fit
+        while lo - m * w + bins * w * 2 ** k <= vmax or m + bins > bins * 2 ** k:
+            k += 1
+        old = self.counts[j].copy()
+        new = np.zeros_like(old)
+        np.add.at(new.T, (np.arange(bins) + m) // 2 ** k, old.T)
+        self.counts[j] = new
+        self.lo[j] = lo - m * w
+        self.width[j] = w * 2 ** k
+
+    def base(self, pattern: np.ndarray) -> np.ndarray:
+        """Offsets of each (character, cell) into the flat counts for the characters' label ``pattern``."""
+        return (np.arange(self.H, dtype=np.int64)[None, :] * self.P + pattern[:, None].astype(np.int64)) * self.bins
+
+    def add(self, A: np.ndarray, base: np.ndarray) -> None:
+        vmin = A.min(0).astype(np.float64)
+        vmax = A.max(0).astype(np.float64)
+        if self.lo is None:
+            span = vmax - vmin
+            self.lo = vmin
+            # a constant first chunk gets a small range around its value; later values widen it
+            self.width = np.where(span > 0, span / (self.bins - 1),
+                                  np.maximum(np.abs(vmin), 1.0) * 1e-7 / self.bins)
+        else:
+            hi = self.lo + self.bins * self.width
+            for j in np.nonzero((vmin < self.lo) | (vmax >= hi))[0]:
+                self._widen(int(j), min(vmin[j], self.lo[j]), vmax[j])
+        key = A - self.lo.astype(np.float32)  # as auroc_columns bins: (value − lo) · scale, float32
+        key *= (1.0 / self.width).astype(np.float32)
+        key = key.astype(np.int64)
+        np.minimum(key, self.bins - 1, out=key)  # float32 rounding at the edges (np.clip is slower)
+        np.maximum(key, 0, out=key)
+        key += base
+        self.counts += np.bincount(key.ravel(), minlength=self.counts.size).reshape(self.counts.shape)
+
+    def auroc(self, j: int, on: np.ndarray) -> float:
+        """AUROC of cell ``j`` for the indicator that is on in patterns ``on`` (bool, (P,))."""
+        counts = self.counts[j].astype(np.float64)
+        pos = counts[on].sum(0)
+        neg = counts[~on].sum(0)
+        P, N = pos.sum(), neg.sum()
+        if P == 0 or N == 0:
+            return float("nan")
+        neg_below = np.cumsum(neg) - neg
+        return float((pos * (neg_below + 0.5 * neg)).sum() / (P * N))
+
+
+def search_bytes(model, length: int, quantities: Sequence[str] | None = None, binary_indicators: int = 5,
+                 indicators: int = 8, patterns: int = 8, chunk: int = 4096, bins: int = 1024) -> int:
+    """Bytes :func:`cell_search_steps` needs at its peak for a text of ``length`` characters: the
+    indicators (at most 4 bytes a character each) and the label codes, the histograms (4 bytes per cell,
+    bin and label pattern) and one chunk's replay with its temporaries."""
+    cfg = model.config
+    qs = QUANTITIES[cfg.cell] if quantities is None else tuple(quantities)
+    cells = len(qs) * cfg.num_layers * cfg.hidden_size
+    text_and_indicators = length * (4 + 4 * indicators + 12)  # str (≤ 4 bytes a char), codes, encoding
+    hist = cells * bins * patterns * 4 + (cfg.hidden_size * bins * patterns * 8 if binary_indicators else 0)
+    per_chunk = chunk * (len(QUANTITIES[cfg.cell]) * cfg.num_layers * cfg.hidden_size * 4 * 8
+                         + cfg.hidden_size * 8 * 4 + len(model.vocab) * 4 * 2)
+    return int(text_and_indicators + (hist if binary_indicators else 0) + per_chunk)
+
+
+def cell_search_steps(model, text: str, indicators: dict[str, Indicator] | None = None, top: int = 5,
+                      quantities: Sequence[str] | None = None, auroc_candidates: int = 16,
+                      rank_by: str = "auto", chunk: int = 4096, bins: int = 1024,
+                      check_memory: bool = True):
+    """:func:`cell_search` for a text of any length, without keeping its gates: yields ``(done, total)``
+    characters and returns a :class:`StreamedSearch`. Close it to cancel.
+
+    The text is replayed a chunk at a time (:func:`~explorer.core.rnn.replay.replay_chunks`). Pearson r
+    comes from running sums per cell and indicator (Σs, Σs² and Σs·(y − ȳ), float64, s the cell's value
+    less its value at the first character, as :func:`cell_search` shifts it); the AUROC from per-cell
+    histograms of ``bins`` bins per combination of on/off indicators, summed over chunks. Memory is
+    bounded by the histograms and one chunk, not the text: :func:`search_bytes` estimates it, and with
+    ``check_memory`` a search that cannot fit is refused before it starts. The ranking is
+    :func:`cell_search`'s; on a text within one chunk the two agree (the AUROC to its bin resolution).
+    """
+    from explorer.core.rnn.memory import check_memory as _check  # noqa: PLC0415
+    from explorer.core.rnn.replay import replay_chunks  # noqa: PLC0415
+
+    if rank_by not in ("auto", "r"):
+        raise InputError(f"rank_by must be 'auto' or 'r', not {rank_by!r}")
+    if not text:
+        raise InputError("the text is empty")
+    import torch  # noqa: PLC0415
+
+    cell_type = model.config.cell
+    qs = QUANTITIES[cell_type] if quantities is None else tuple(quantities)
+    for q in qs:
+        if q not in QUANTITIES[cell_type]:
+            raise InputError(f"no quantity {q!r} in a {cell_type.upper()}; choose from "
+                             f"{', '.join(QUANTITIES[cell_type])}")
+    T = len(text)
+    if indicators is None:
+        indicators = indicator_sequences(text)
+    names = list(indicators)
+    for name in names:
+        if len(indicators[name].values) != T:
+            raise InputError("indicator length differs from the text length")
+    stats = [_moments(np.asarray(indicators[n].values)) for n in names]
+    y_mean = np.array([m for m, _ in stats])
+    y_std = np.array([sd for _, sd in stats])
+    binary = [n for k, n in enumerate(names) if indicators[n].binary and y_std[k] > 0]
+    pattern, table = (_label_patterns(indicators, binary) if binary else (None, np.zeros((1, 0), bool)))
+    if check_memory:
+        _check(search_bytes(model, T, qs, len(binary), len(names), len(table), chunk, bins),
+               f"searching the cells over {T:,} characters")
+    L, H = model.config.num_layers, model.config.hidden_size
+    K = len(names)
+    sums = {(layer, q): np.zeros((K + 1, H)) for layer in range(L) for q in qs}
+    second = {key: np.zeros(H) for key in sums}
+    shift: dict[tuple[int, str], np.ndarray] = {}
+    hists = {key: _Histograms(H, bins, len(table)) for key in sums} if binary else {}
+    bits, scored = 0.0, 0
+    chunks = replay_chunks(model, text, chunk, qs)
+    try:
+        for part in chunks:
+            a, b = part.start, part.stop
+            Yc = np.empty((K + 1, b - a), dtype=np.float32)
+            for k, name in enumerate(names):
+                Yc[k] = np.asarray(indicators[name].values[a:b], dtype=np.float64) - y_mean[k]
+            Yc[K] = 1.0
+            Yt = torch.from_numpy(Yc)
+            base = next(iter(hists.values())).base(pattern[a:b]) if hists else None
+            for layer, arrays in enumerate(part.layers):
+                for q, A in arrays.items():
+                    key = (layer, q)
+                    if key not in shift:
+                        shift[key] = A[:1].copy()
+                    S = A - shift[key]
+                    sums[key] += (Yt @ torch.from_numpy(S)).double().numpy()
+                    second[key] += np.einsum("ij,ij->j", S, S).astype(np.float64)
+                    del S
+                    if hists:
+                        hists[key].add(A, base)
+            ok = part.targets >= 0
+            p = part.probs[np.nonzero(ok)[0], part.targets[ok]]
+            bits += float(-np.log2(np.maximum(p, 1e-12)).astype(np.float64).sum())
+            scored += int(ok.sum())
+            yield b, T
+    finally:
+        chunks.close()
+    rs, refs = [], []
+    for (layer, q), sm in sums.items():
+        mean = sm[-1] / T
+        std = np.sqrt(np.maximum(second[(layer, q)] / T - mean * mean, 0))
+        std[std < MIN_STD] = 0.0
+        cov = sm[:-1].T / T
+        denom = std[:, None] * y_std[None, :]
+        ok = denom > 1e-12
+        rs.append(np.clip(np.where(ok, cov / np.where(ok, denom, 1), 0.0), -1, 1))
+        refs.extend(CellRef(layer, q, h) for h in range(H))
+    R = np.concatenate(rs, axis=0)
+    results: dict[str, list[CellScore]] = {}
+    for k, name in enumerate(names):
+        order = np.argsort(-np.abs(R[:, k]), kind="stable")
+        if name not in binary:
+            results[name] = [CellScore(refs[j], float(R[j, k]), None, float(abs(R[j, k]))) for j in order[:top]]
+            continue
+        on = table[:, binary.index(name)]
+        cand = order[:max(top, auroc_candidates)]
+        au = np.array([hists[(refs[j].layer, refs[j].quantity)].auroc(refs[j].index, on) for j in cand])
+        best = (np.arange(min(top, len(cand))) if rank_by == "r"
+                else np.argsort(-np.abs(au - 0.5), kind="stable")[:top])
+        results[name] = [CellScore(refs[cand[j]], float(R[cand[j], k]), float(au[j]), float(abs(au[j] - 0.5)))
+                         for j in best]
+    return StreamedSearch(results, T, bits / scored if scored else float("nan"))
+
+
+# ---------------------------------------------------------------------------------------------------
 # Search by selection (LSTMVis)
 
 
@@ -426,11 +658,43 @@ class TextAnalysis:
     saturation: dict
 
 
+ANALYSIS_MAX_BYTES = 4_000_000_000  # what analyse_text_steps may hold at most (and 80 % of free memory)
+
+
+def analysis_bytes(model, length: int) -> int:
+    """Bytes :func:`analyse_text_steps` needs for ``length`` characters: the whole replay (every
+    quantity of every layer, float32) plus the search's per-block copies and the indicators."""
+    from explorer.core.rnn.replay import replay_bytes  # noqa: PLC0415
+
+    return replay_bytes(model, length) + length * (8 * model.config.hidden_size + 64) + 100_000_000
+
+
 def analyse_text_steps(model, text: str, regex: Sequence[str] | None = None, top: int = 5,
-                       search: bool = True):
+                       search: bool = True, max_bytes: int | None = ANALYSIS_MAX_BYTES):
     """Replay ``text`` and search its cells: yields ``(done, total)`` while reading and returns the
-    :class:`TextAnalysis`. Close it to cancel (between chunks of 8192 characters)."""
+    :class:`TextAnalysis`. Close it to cancel (between chunks of 8192 characters).
+
+    Everything is kept for every character (the explorer shows any cell at any character), about
+    4 bytes × layers × quantities × hidden size per character (9.2 KB for the bundled 2×192 LSTM), so a
+    text whose analysis would need more than ``max_bytes`` or 80 % of the free memory is refused
+    before anything is allocated (:class:`~explorer.core.rnn.memory.NotEnoughMemory`);
+    :func:`cell_search_steps` searches a text of any length.
+    """
+    from explorer.core.rnn import memory  # noqa: PLC0415
     from explorer.core.rnn.replay import gate_saturation, replay_steps  # noqa: PLC0415
+
+    try:
+        memory.check_memory(analysis_bytes(model, len(text)),
+                            f"analysing {len(text):,} characters with every gate of every step kept",
+                            limit=max_bytes)
+    except memory.NotEnoughMemory as exc:
+        per_char = analysis_bytes(model, 1_000_000) / 1_000_000
+        free = memory.available_bytes()
+        room = min(0.8 * free if free is not None else float("inf"), max_bytes or float("inf"))
+        raise memory.NotEnoughMemory(
+            f"{exc} ({memory.format_bytes(per_char)} a character with this model); about "
+            f"{int(room / per_char):,} characters fit, and the command line's cell search reads texts of "
+            f"any length", exc.needed, exc.available) from None
 
     rep = yield from replay_steps(model, text)
     indicators = indicator_sequences(text, regex) if search else {}

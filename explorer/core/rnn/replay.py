@@ -178,66 +178,151 @@ def _single_layer(rnn: nn.Module, cell: str, layer: int) -> nn.Module:
     return one.eval()
 
 
-def replay_steps(model: CharRNN, text: str, chunk: int = 8192,
-                 method: str = "forced") -> Generator[tuple[int, int], None, Replay]:
-    """Generator form of :func:`replay`: yields ``(done, total)`` while working (``total`` counts
-    characters × layers) and returns the :class:`Replay`. Close it to cancel."""
+@dataclass
+class ReplayChunk:
+    """What the network computed over characters ``start``..``stop`` − 1 of a text (one chunk).
+
+    ``layers[l]`` holds the requested quantities of layer ``l`` as (n, H) float32 arrays (an empty dict
+    for a layer that was not asked for); ``probs`` (n, V) is the next-character distribution or None;
+    ``targets`` (n,) the index of the character after each one (−1 after the last character of the text).
+    """
+
+    start: int
+    stop: int
+    total: int
+    layers: list[dict[str, np.ndarray]]
+    probs: np.ndarray | None
+    indices: np.ndarray
+    targets: np.ndarray
+
+
+def _check_selection(cell: str, num_layers: int, quantities: Sequence[str] | None,
+                     layers: Sequence[int] | None) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    qs = QUANTITIES[cell] if quantities is None else tuple(quantities)
+    for q in qs:
+        if q not in QUANTITIES[cell]:
+            raise InputError(f"no quantity {q!r} in a {cell.upper()}; choose from {', '.join(QUANTITIES[cell])}")
+    ls = tuple(range(num_layers)) if layers is None else tuple(layers)
+    for layer in ls:
+        if not 0 <= layer < num_layers:
+            raise InputError(f"no layer {layer}: this {cell.upper()} has layers 0..{num_layers - 1}")
+    return qs, ls
+
+
+def replay_chunks(model: CharRNN, text: str, chunk: int = 8192, quantities: Sequence[str] | None = None,
+                  layers: Sequence[int] | None = None, probs: bool = True,
+                  method: str = "forced") -> Generator[ReplayChunk, None, None]:
+    """Read ``text`` from a zero state ``chunk`` characters at a time, yielding a :class:`ReplayChunk`
+    per chunk; nothing of earlier chunks is kept, so memory does not grow with the text.
+
+    Between chunks only the recurrent state of every layer ((h, c) for the LSTM) is carried. Within a
+    chunk, with ``method="forced"``, each layer's own module runs the recurrence for h and every gate of
+    every step follows in one matrix product over h_{t−1} (see :func:`_forced_layer`); ``"loop"`` runs
+    the whole recurrence step by step in Python. ``quantities``/``layers`` choose what the chunks carry
+    (all by default); every layer is computed either way, since each feeds the next. Close it to cancel.
+    """
     if not text:
         raise InputError("the text is empty")
     if method not in ("forced", "loop"):
         raise ValueError(f"method must be 'forced' or 'loop', not {method!r}")
+    if chunk < 1:
+        raise ValueError("chunk must be at least 1")
     cell = model.config.cell
+    qs, keep_layers = _check_selection(cell, model.config.num_layers, quantities, layers)
     rnn = model.rnn
     nonlinearity = getattr(rnn, "nonlinearity", "tanh")
-    indices = model.encode(text)
-    T = len(indices)
+    T = len(text)
     L = model.config.num_layers
     H = model.config.hidden_size
-    total = T * L
-    layers: list[dict[str, torch.Tensor]] = []
     with torch.no_grad():
-        x = model.embed(indices).float()  # (T, input)
+        weights = []
         for layer in range(L):
             w_ih, w_hh, b_ih, b_hh = _layer_weights(rnn, layer)
-            w_hh_t = w_hh.t().contiguous()
-            b_hh = b_hh.unsqueeze(0)
-            x_proj = torch.addmm(b_ih, x, w_ih.t())  # all steps at once: (T, G·H)
-            one = _single_layer(rnn, cell, layer) if method == "forced" else None
-            parts: list[dict[str, torch.Tensor]] = []
-            h0 = torch.zeros(1, H)
-            c0 = torch.zeros(1, H)
-            state = None
-            for start in range(0, T, chunk):
-                seg = x_proj[start:start + chunk]
+            weights.append((w_ih.t().contiguous(), b_ih, w_hh.t().contiguous(), b_hh.unsqueeze(0),
+                            _single_layer(rnn, cell, layer) if method == "forced" else None))
+        # per layer: the module's state for "forced" (plus the c carried by the replay), the loop's state
+        states: list = [None] * L
+        c_prev = [torch.zeros(1, H) for _ in range(L)]
+        h_prev = [torch.zeros(1, H) for _ in range(L)]
+        next_index = model.encode(text[:1])
+        for start in range(0, T, chunk):
+            stop = min(start + chunk, T)
+            idx = torch.cat([next_index, model.encode(text[start + 1:stop + 1])])
+            next_index = idx[stop - start:]
+            idx = idx[:stop - start]
+            x = model.embed(idx).float()
+            kept: list[dict[str, np.ndarray]] = []
+            for layer, (w_ih_t, b_ih, w_hh_t, b_hh, one) in enumerate(weights):
+                x_proj = torch.addmm(b_ih, x, w_ih_t)  # all steps of the chunk at once: (n, G·H)
                 if method == "forced":
                     # The module's own recurrence gives h_{t−1}; the gates follow in one product.
-                    h_seq, state = one(x[start:start + chunk].unsqueeze(0), state)
-                    out = _forced_layer(cell, seg, w_hh_t, b_hh, h_seq[0], h0, c0, nonlinearity)
-                    h0 = h_seq[0, -1:]
+                    h_seq, states[layer] = one(x.unsqueeze(0), states[layer])
+                    out = _forced_layer(cell, x_proj, w_hh_t, b_hh, h_seq[0], h_prev[layer], c_prev[layer],
+                                        nonlinearity)
+                    h_prev[layer] = h_seq[0, -1:]
                     if cell == "lstm":
-                        c0 = out["c"][-1:].clone()
+                        c_prev[layer] = out["c"][-1:].clone()
                 elif cell == "lstm":
-                    out = _lstm_layer(seg, w_hh_t, b_hh, state)
-                    state = (out["h"][-1:].clone(), out["c"][-1:].clone())
+                    out = _lstm_layer(x_proj, w_hh_t, b_hh, states[layer])
+                    states[layer] = (out["h"][-1:].clone(), out["c"][-1:].clone())
                 elif cell == "gru":
-                    out = _gru_layer(seg, w_hh_t, b_hh, state)
-                    state = out["h"][-1:].clone()
+                    out = _gru_layer(x_proj, w_hh_t, b_hh, states[layer])
+                    states[layer] = out["h"][-1:].clone()
                 else:
-                    out = _rnn_layer(seg, w_hh_t, b_hh, state, nonlinearity)
-                    state = out["h"][-1:].clone()
-                parts.append(out)
-                yield layer * T + min(start + chunk, T), total
-            merged = {q: torch.cat([p[q] for p in parts]) if len(parts) > 1 else parts[0][q]
-                      for q in QUANTITIES[cell]}
-            layers.append(merged)
-            x = merged["h"]
-        probs = torch.softmax(model.head(x), dim=-1)
-    result = Replay(text=text, cell=cell,
-                    layers=[{q: np.ascontiguousarray(t.numpy(), dtype=np.float32) for q, t in d.items()}
-                            for d in layers],
-                    probs=np.ascontiguousarray(probs.numpy(), dtype=np.float32),
-                    indices=indices.numpy())
-    return result
+                    out = _rnn_layer(x_proj, w_hh_t, b_hh, states[layer], nonlinearity)
+                    states[layer] = out["h"][-1:].clone()
+                kept.append({q: np.ascontiguousarray(out[q].numpy(), dtype=np.float32) for q in qs}
+                            if layer in keep_layers else {})
+                x = out["h"]
+            p = (np.ascontiguousarray(torch.softmax(model.head(x), dim=-1).numpy(), dtype=np.float32)
+                 if probs else None)
+            targets = np.full(stop - start, -1, dtype=np.int64)
+            targets[:-1] = idx[1:].numpy()
+            if len(next_index):
+                targets[-1] = int(next_index[0])
+            yield ReplayChunk(start, stop, T, kept, p, idx.numpy(), targets)
+
+
+def replay_bytes(model: CharRNN, length: int, quantities: Sequence[str] | None = None,
+                 layers: Sequence[int] | None = None, probs: bool = True) -> int:
+    """Bytes a whole-text :class:`Replay` of ``length`` characters holds (float32 arrays, int64 indices)."""
+    cfg = model.config
+    qs = QUANTITIES[cfg.cell] if quantities is None else tuple(quantities)
+    n_layers = cfg.num_layers if layers is None else len(tuple(layers))
+    per_char = 4 * len(qs) * n_layers * cfg.hidden_size + (4 * len(model.vocab) if probs else 0) + 8
+    return int(length) * per_char
+
+
+def replay_steps(model: CharRNN, text: str, chunk: int = 8192, method: str = "forced",
+                 quantities: Sequence[str] | None = None,
+                 layers: Sequence[int] | None = None) -> Generator[tuple[int, int], None, Replay]:
+    """Generator form of :func:`replay`: yields ``(done, total)`` characters while working and returns
+    the :class:`Replay` (only ``quantities`` of ``layers``, all by default). Close it to cancel.
+
+    Built on :func:`replay_chunks`: the whole-text arrays are allocated once and filled chunk by chunk.
+    """
+    if not text:
+        raise InputError("the text is empty")
+    cell = model.config.cell
+    qs, keep_layers = _check_selection(cell, model.config.num_layers, quantities, layers)
+    T = len(text)
+    H = model.config.hidden_size
+    out = [{q: np.empty((T, H), dtype=np.float32) for q in qs} if layer in keep_layers else {}
+           for layer in range(model.config.num_layers)]
+    probs = np.empty((T, len(model.vocab)), dtype=np.float32)
+    indices = np.empty(T, dtype=np.int64)
+    chunks = replay_chunks(model, text, chunk, qs, keep_layers, method=method)
+    try:
+        for part in chunks:
+            for layer, arrays in enumerate(part.layers):
+                for q, a in arrays.items():
+                    out[layer][q][part.start:part.stop] = a
+            probs[part.start:part.stop] = part.probs
+            indices[part.start:part.stop] = part.indices
+            yield part.stop, T
+    finally:
+        chunks.close()
+    return Replay(text=text, cell=cell, layers=out, probs=probs, indices=indices)
 
 
 def replay(model: CharRNN, text: str, method: str = "forced") -> Replay:
@@ -267,6 +352,8 @@ def gate_saturation(rep: Replay, low: float = 0.1, high: float = 0.9) -> dict[tu
     out = {}
     for layer, qs in enumerate(rep.layers):
         for gate in GATES[rep.cell]:
+            if gate not in qs:  # a replay of some quantities only
+                continue
             a = qs[gate]
             out[(layer, gate)] = np.stack([(a < low).mean(0), (a > high).mean(0)], axis=1).astype(np.float32)
     return out
