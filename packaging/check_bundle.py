@@ -44,7 +44,7 @@ def main() -> int:
 
         version = run("--version")
         print(version.stdout.strip())
-        if version.returncode != 0 or str(copy) not in version.stdout:
+        if version.returncode != 0 or str(copy) not in version.stdout.replace("\n", ""):
             failures.append(f"--version: rc {version.returncode}, resources not inside the bundle: "
                             f"{version.stdout.strip() or version.stderr.strip()[-300:]}")
         for sub in SUBCOMMANDS:
