@@ -160,3 +160,21 @@ def test_errors_are_one_line_and_non_zero(files, capsys, argv, message):
     err = capsys.readouterr().err.strip()
     assert code != 0
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_train_resume_never_starts_afresh_over_a_file(tmp_path, capsys):
+    """--resume on a garbage file, or with nothing to resume from, is one line; OUT is left as it was."""
+    from explorer.cli import main
+
+    text = tmp_path / "t.py"
+    text.write_text("def f(x):\n    return x + 1\n" * 50)
+    garbage = tmp_path / "model.pt"
+    garbage.write_bytes(b"\x00not a checkpoint\xff" * 100)
+    before = garbage.read_bytes()
+    assert main(["lstm", "train", "--text", str(text), "--out", str(garbage), "--resume", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot resume" in err[0] and "nothing was overwritten" in err[0]
+    assert garbage.read_bytes() == before
+    missing = tmp_path / "new.pt"
+    assert main(["lstm", "train", "--text", str(text), "--out", str(missing), "--resume"]) == 2
+    assert "nothing to resume from" in capsys.readouterr().err and not missing.exists()

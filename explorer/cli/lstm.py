@@ -153,6 +153,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from explorer.core.rnn.model import CharRNNConfig, load_char_rnn, save_char_rnn  # noqa: PLC0415
     from explorer.core.rnn.train import (TrainSettings, evaluate_bpc, join_texts,  # noqa: PLC0415
                                          load_training_state, new_char_rnn, read_texts, train_steps)
+    from explorer.core.errors import ExplorerError  # noqa: PLC0415
+    from explorer.core.outputs import check_destination  # noqa: PLC0415
 
     for name in ("layers", "hidden", "seq_len", "batch"):
         if getattr(args, name) < 1:
@@ -161,14 +163,24 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise CommandError("--embedding must be ≥ 0, --epochs and --lr positive")
     if args.threads:
         torch.set_num_threads(args.threads)
+    check_destination(args.out)
     texts = read_texts(args.text)
     held = join_texts(read_texts(args.heldout)) if args.heldout else ""
     torch.manual_seed(args.seed)
     resume = None
     state_path = args.out.with_suffix(args.out.suffix + ".state")
     extra = {"trained_on": [str(p) for p in args.text]}
-    if args.resume and state_path.is_file():
-        model, resume = load_training_state(state_path)
+    if args.resume:
+        # resume from OUT's training state, else from OUT itself when it holds one; never start afresh
+        # (that would overwrite OUT with an untrained model)
+        source = state_path if state_path.is_file() else args.out
+        if not source.is_file():
+            raise CommandError(f"nothing to resume from: neither {state_path} nor {args.out} exists "
+                               f"(leave out --resume to start a new model)")
+        try:
+            model, resume = load_training_state(source)
+        except ExplorerError as exc:
+            raise CommandError(f"cannot resume from {source}: {exc}; nothing was overwritten") from None
     elif args.init:
         model = load_char_rnn(args.init)
         extra["initialised_from"] = str(args.init)
