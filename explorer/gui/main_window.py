@@ -76,6 +76,7 @@ class MainWindow(QMainWindow):
 
         self.loaded: LoadedModel | None = None
         self.image: np.ndarray | None = None  # the original picture, before fitting
+        self.input_tensor = None  # the (1, C, H, W) tensor of a .npy input, used as it is
         self.input_name = ""
         self.x = None  # (1, C, H, W) tensor the model reads
         self.picture: np.ndarray | None = None  # (H, W, 3) uint8: the input as the model sees it
@@ -88,6 +89,7 @@ class MainWindow(QMainWindow):
         self.layer_view = None
         self.pending_layer: str | None = None
         self.pending_unit: int | None = None
+        self.pending_tensor: Path | None = None  # a .npy opened before any model: read once one is loaded
 
         self.runner = TaskRunner(self)
         self.forward_runner = LatestRunner(self.runner, self)
@@ -394,6 +396,9 @@ class MainWindow(QMainWindow):
     def _model_ready(self, result) -> None:
         loaded, rows = result
         self.loaded = loaded
+        if self.pending_tensor is not None:
+            path, self.pending_tensor = self.pending_tensor, None
+            self.open_image(path)
         self.model_label.setText(f"model: {loaded.display_name}")
         self.model_label.setStyleSheet("" if loaded.trained else "color: #d08000")
         self.device_label.setText(describe_device(loaded.device))
@@ -486,6 +491,9 @@ class MainWindow(QMainWindow):
         path = Path(path)
         if path.is_dir():
             return self.open_folder(path)
+        if self.loaded is None and path.suffix.lower() == ".npy" and self.load_task is not None:
+            self.pending_tensor = path  # a tensor needs the model's input spec: read it when the model is here
+            return True
         spec = self.loaded.spec if self.loaded is not None else None
         self.image_runner.submit(read_named_picture, path, spec)
         return True
@@ -509,8 +517,10 @@ class MainWindow(QMainWindow):
         self.folder_index = (self.folder_index + delta) % len(self.folder)
         self.open_image(self.folder[self.folder_index])
 
-    def set_image(self, image: np.ndarray, name: str = "") -> None:
+    def set_image(self, image: np.ndarray, name: str = "", tensor=None) -> None:
+        """A new input: a picture, or (from a .npy) the preprocessed tensor and the picture it encodes."""
         self.image = image
+        self.input_tensor = tensor
         self.input_name = name
         self._prepare_input()
 
@@ -523,7 +533,7 @@ class MainWindow(QMainWindow):
         if self.image is None or self.loaded is None:
             return
         self.input_runner.submit(_fitted_input, self.image, self.loaded, self.fit, self.input_name,
-                                 self.folder_index)
+                                 self.folder_index, self.input_tensor)
 
     def _input_ready(self, prepared) -> None:
         image, loaded, spec, fit, name, index, (x, picture) = prepared
@@ -673,15 +683,22 @@ class MainWindow(QMainWindow):
         super().closeEvent(event)
 
 
-def _fitted_input(image: np.ndarray, loaded: LoadedModel, fit: str, name: str, index: int):
-    """Worker job: the model's input and the picture it sees, with what they were made from."""
+def _fitted_input(image: np.ndarray, loaded: LoadedModel, fit: str, name: str, index: int, tensor=None):
+    """Worker job: the model's input and the picture it sees, with what they were made from. A tensor
+    that fits the model's input is used as it is; otherwise its picture is fitted like any image."""
     spec = loaded.spec
+    if tensor is not None and tuple(tensor.shape[1:]) == tuple(spec.shape):
+        return image, loaded, spec, fit, name, index, (tensor, image)
     return image, loaded, spec, fit, name, index, preprocess.prepare_input(image, spec, fit)
 
 
-def read_named_picture(path: Path, spec) -> tuple[np.ndarray, str]:
-    """Worker job: the picture in ``path`` and the name to show for it."""
-    return preprocess.read_picture(path, spec), path.name
+def read_named_picture(path: Path, spec) -> tuple[np.ndarray, str, object]:
+    """Worker job: the picture in ``path``, the name to show for it, and for a .npy the tensor itself
+    (already preprocessed: the model reads it as it is, as on the command line)."""
+    if path.suffix.lower() == ".npy" and spec is not None:
+        x, picture = preprocess.load_input(path, spec)
+        return picture, path.name, x
+    return preprocess.read_picture(path, spec), path.name, None
 
 
 def qimage_to_array(image: QImage) -> np.ndarray:
