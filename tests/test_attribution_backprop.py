@@ -215,3 +215,16 @@ def test_backprop_on_torchvision_resnet_equals_captum():
         ref = captum_attr.GuidedBackprop(model).attribute(x, target=7)
     torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-7)
     assert report.handled["ReLU"] == 17  # the stem + two per block, each shared ReLU called twice
+
+
+def test_notes_that_only_inform_are_not_warnings():
+    from explorer.core.attribution.backprop import note_is_warning
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(2))
+    model(torch.zeros(1, 3, 8, 8))
+    _, report = backprop_attribution(model.eval(), torch.randn(1, 3, 8, 8), Target.for_class(0), "guided-backprop")
+    assert report.handled and not report.warning and not note_is_warning(report.note)
+    gelu = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.GELU(), torch.nn.Flatten(), torch.nn.LazyLinear(2))
+    gelu(torch.zeros(1, 3, 8, 8))
+    _, report = backprop_attribution(gelu.eval(), torch.randn(1, 3, 8, 8), Target.for_class(0), "guided-backprop")
+    assert report.warning and note_is_warning(report.note)

@@ -70,6 +70,11 @@ class ActivationReport:
             parts.append(f"plain gradient kept at {names} (the rule is defined for ReLU only)")
         return "; ".join(parts)
 
+    @property
+    def warning(self) -> bool:
+        """The note warns (the rule could not be applied everywhere) rather than only informs."""
+        return self.method != "gradient" and (bool(self.unhandled) or not self.handled)
+
     def as_dict(self) -> dict:
         return {"method": self.method, "handled": dict(self.handled), "unhandled": dict(self.unhandled),
                 "note": self.note}
@@ -207,3 +212,9 @@ def saliency_image(attribution: torch.Tensor) -> torch.Tensor:
     """(C, H, W) or (1, C, H, W) signed attribution → (H, W) max |.| over channels, as Simonyan et al. show it."""
     a = attribution[0] if attribution.dim() == 4 else attribution
     return a.abs().amax(0)
+
+
+def note_is_warning(note: str) -> bool:
+    """Whether a method's note (as the rule report's ``note`` words it) warns: where the plain gradient was
+    kept, the result is not the method's own. Notes that only say where the rule applied inform."""
+    return "plain gradient" in note

@@ -45,6 +45,8 @@ class ImagePane(pg.GraphicsLayoutWidget):
         self.box.setVisible(False)
         self.view.addItem(self.box)
         self.scene().sigMouseClicked.connect(self._on_click)
+        self.colorbar: pg.PlotItem | None = None  # made on first use (set_colorbar)
+        self.colorbar_levels: tuple[float, float] | None = None
         self._shape: tuple[int, int] | None = None
         self.array: np.ndarray | None = None  # what is shown now (kept for tests and export)
 
@@ -74,6 +76,41 @@ class ImagePane(pg.GraphicsLayoutWidget):
         self.overlay_item.setLookupTable(lut if lut is not None else lookup_table("inferno"))
         self.overlay_item.setOpacity(opacity)
         self.overlay_item.setVisible(True)
+
+    def set_colorbar(self, levels: tuple[float, float] | None, lut: np.ndarray | None = None,
+                     label: str = "") -> None:
+        """A colour bar beside the image: ``lut``'s colours from ``levels[0]`` (bottom) to ``levels[1]`` (top),
+        with a value axis; None hides it."""
+        if levels is None:
+            if self.colorbar is not None:
+                self.colorbar.setVisible(False)
+            self.colorbar_levels = None
+            return
+        lo, hi = float(levels[0]), float(levels[1])
+        if not hi > lo:
+            hi = lo + 1e-6
+        if self.colorbar is None:
+            self.colorbar = self.addPlot(row=1, col=1)
+            self.colorbar.setMouseEnabled(x=False, y=False)
+            self.colorbar.hideButtons()
+            self.colorbar.setMenuEnabled(False)
+            self.colorbar.hideAxis("bottom")
+            self.colorbar.hideAxis("left")
+            self.colorbar.showAxis("right")
+            self.colorbar.getAxis("right").setWidth(44)
+            self.colorbar.setMaximumWidth(70)
+            self._colorbar_image = pg.ImageItem(axisOrder="row-major")
+            self.colorbar.addItem(self._colorbar_image)
+        table = lut if lut is not None else lookup_table("inferno")
+        ramp = np.ascontiguousarray(np.arange(256, dtype=np.uint8)[:, None])  # row 0 at the bottom (y = lo)
+        self._colorbar_image.setImage(ramp, autoLevels=False, levels=(0, 255))
+        self._colorbar_image.setLookupTable(table)
+        self._colorbar_image.setRect(QRectF(0, lo, 1, hi - lo))
+        self.colorbar.setXRange(0, 1, padding=0)
+        self.colorbar.setYRange(lo, hi, padding=0)
+        self.colorbar.getAxis("right").setLabel(label)
+        self.colorbar.setVisible(True)
+        self.colorbar_levels = (lo, hi)
 
     def set_box(self, top: float | None, left: float = 0, height: float = 0, width: float = 0) -> None:
         if top is None:
