@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from explorer.core.resources import SAMPLE_IMAGES
+from explorer.core.resources import APP_ICON, SAMPLE_IMAGES
 
 
 def make_settings(enabled: bool = True):
@@ -133,6 +133,7 @@ def open_live_source(panel, args: argparse.Namespace) -> bool:
 
 def run_gui(args: argparse.Namespace) -> int:
     from PySide6.QtCore import QTimer  # noqa: PLC0415
+    from PySide6.QtGui import QIcon  # noqa: PLC0415
     from PySide6.QtWidgets import QApplication  # noqa: PLC0415
 
     from explorer.gui.main_window import wait_until_idle  # noqa: PLC0415
@@ -142,6 +143,7 @@ def run_gui(args: argparse.Namespace) -> int:
     setup_logging(getattr(args, "verbose", False))  # tracebacks go to the log file (-v: stderr too)
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("Deep Explorer")
+    app.setWindowIcon(QIcon(str(APP_ICON)))
     app.setOrganizationName("DeepExplorer")
     screenshot = getattr(args, "screenshot", None)
     if screenshot:
