@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 SUBCOMMANDS = [["layers"], ["predict"], ["activations"], ["attribute"], ["lstm"], ["lstm", "cells"],
-               ["lstm", "train"], ["bench"], ["bench", "attribution"], ["bench", "live"]]
+               ["lstm", "train"], ["bench"], ["bench", "attribution"], ["bench", "live"],
+               ["visualize"], ["dream"], ["invert"], ["bench", "visualize"]]
 
 
 def folder_size(path: Path) -> int:

@@ -9,6 +9,7 @@ Subcommands are imported statically (:data:`SUBCOMMANDS`), so a frozen app has a
 - :mod:`.attribution`: ``attribute``
 - :mod:`.lstm`: ``lstm train|activations|cells|render|select|sample``
 - :mod:`.topk`: ``topk``, ``embed``
+- :mod:`.optimize`: ``visualize``, ``dream``, ``invert``
 - :mod:`.bench`: ``bench attribution``, ``bench live`` (:mod:`.live`)
 
 Shared options and helpers are in :mod:`.options`.
@@ -20,12 +21,12 @@ import logging
 import os
 import sys
 
-from explorer.cli import attribution, bench, explore, lstm, topk
+from explorer.cli import attribution, bench, explore, lstm, optimize, topk
 from explorer.cli.options import CommandError, add_model_args, error_line
 from explorer.cli.window import add_gui_args, run_window
 
 # Each module has ``register(subparsers)`` that adds its subcommands with ``set_defaults(func=...)``.
-SUBCOMMANDS = (explore, attribution, bench, lstm, topk)
+SUBCOMMANDS = (explore, attribution, bench, lstm, optimize, topk)
 
 
 def version_text() -> str:

@@ -11,6 +11,7 @@ from typing import Callable
 
 from explorer.cli.live import LIVE_DESCRIPTION, LIVE_HELP, configure_bench_live
 from explorer.cli.topk import TOPK_HELP, configure_bench_topk
+from explorer.cli.optimize import VISUALIZE_HELP, configure_bench_visualize
 from explorer.cli.options import add_json_arg, add_model_args, check_memory, describe_model, emit, model_from_args, positive_int
 
 BenchConfigure = Callable[[argparse.ArgumentParser], None]
@@ -179,5 +180,6 @@ def _bench_backprop(args, model, x, target, cls, method, backprop_attribution) -
 BENCHES: dict[str, tuple[str, str, BenchConfigure]] = {
     "attribution": (ATTRIBUTION_HELP, "", configure_attribution),
     "live": (LIVE_HELP, LIVE_DESCRIPTION, configure_bench_live),
+    "visualize": (VISUALIZE_HELP, "", configure_bench_visualize),
     "topk": (TOPK_HELP, "", configure_bench_topk),
 }

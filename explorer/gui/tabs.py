@@ -14,6 +14,7 @@ def add_panels(window) -> None:
     window.attribution_panel = add_attribution_view(window)
     window.live_panel = add_live_view(window)
     window.lstm_panel = add_lstm_view(window)
+    window.optimize_panel = add_optimize_view(window)
     window.costs_panel = add_costs_view(window)
     window.refresh_view_menu()
     window.resizeDocks([window.layers_dock, window.input_dock], [440, 300], Qt.Horizontal)
@@ -65,4 +66,18 @@ def add_attribution_view(window):
 
     window.tabs.currentChanged.connect(compute_when_shown)
     window.input_changed.connect(lambda *_: compute_when_shown())
+    return panel
+
+
+def add_optimize_view(window):
+    """The Optimize tab: class models, unit visualisation, DeepDream and inversion of the window's input;
+    the target follows the explorer's class (top-5 click) and unit (activation grid click)."""
+    from explorer.gui.panels.optimize import OptimizePanel  # noqa: PLC0415
+
+    panel = OptimizePanel(window)
+    window.add_view("optimize", "Optimize", panel)
+    window.input_changed.connect(panel.set_context)
+    window.input_panel.class_selected.connect(panel.set_target_class)
+    window.activations.unit_selected.connect(lambda unit: panel.set_target_unit(window.layer, unit))
+    panel.failed.connect(window.show_error)
     return panel
