@@ -6,6 +6,7 @@ instead of a crash (or the machine swapping) half way through.
 from __future__ import annotations
 
 from explorer.core.errors import InputError
+from explorer.core.memory import available_memory
 
 
 class NotEnoughMemory(InputError):
@@ -18,25 +19,9 @@ class NotEnoughMemory(InputError):
 
 
 def available_bytes() -> int | None:
-    """Memory available to a new allocation (psutil if installed, else MemAvailable from /proc/meminfo);
-    None where neither can tell."""
-    try:
-        import psutil  # noqa: PLC0415 - optional
-    except ImportError:
-        psutil = None
-    if psutil is not None:
-        try:
-            return int(psutil.virtual_memory().available)
-        except Exception:  # noqa: BLE001 - fall back to /proc
-            pass
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+    """Memory available to a new allocation (:func:`explorer.core.memory.available_memory`: psutil if
+    installed, else MemAvailable from /proc/meminfo); None where neither can tell."""
+    return available_memory()
 
 
 def format_bytes(n: float) -> str:
