@@ -13,18 +13,20 @@ Element-wise layers (ReLU, batch norm, dropout) keep the field; a sum or concate
 residual connection) takes the union; global pooling, flattening and linear layers see the whole image
 (``size`` None).
 
-The graph comes from ``torch.fx`` (so branches and functional additions are seen). A model fx cannot
-trace falls back to forward hooks on the leaf modules, each taken as fed by the one that ran before it,
-which is exact for chains (VGG, AlexNet, the bundled CNN) and an approximation otherwise (``traced`` says
-which was used).
+The graph is followed during one forward pass of a zero input: forward hooks on the leaf modules apply
+their rule, and a :class:`~torch.overrides.TorchFunctionMode` (thread-local) sees the functions called
+between them (residual additions, concatenations, ``torch.flatten``, functional pooling), each tensor
+known by identity. Unlike ``torch.fx``, whose tracer patches ``nn.Module.__call__`` for every thread
+while it runs (breaking forwards running at the same time in the window's workers), this changes
+nothing outside the calling thread, and it follows models with data-dependent control flow.
 """
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 _ELEMENTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
                         nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Mish, nn.Softplus,
@@ -129,42 +131,91 @@ def _union(fields: list[ReceptiveField]) -> ReceptiveField:
     return out
 
 
-def _fx_fields(model: nn.Module) -> dict[str, ReceptiveField]:
-    import torch.fx  # noqa: PLC0415
+class _FieldMode(TorchFunctionMode):
+    """Sees every torch function and tensor method outside the leaf modules (additions, concatenations,
+    flattening, functional pooling) and gives its outputs a field from its inputs' fields."""
 
-    graph = torch.fx.symbolic_trace(model).graph
-    modules = dict(model.named_modules())
-    node_field: dict[torch.fx.Node, ReceptiveField] = {}
+    def __init__(self):
+        super().__init__()
+        self.fields: dict[int, ReceptiveField] = {}
+        self.keep: list[torch.Tensor] = []  # alive until the end, so that no id is reused
+        self.depth = 0  # > 0 inside a leaf module: its own field rule applies
+
+    def set(self, value, field: ReceptiveField) -> None:
+        for t in _tensors(value):
+            self.fields[id(t)] = field
+            self.keep.append(t)
+
+    def field_of(self, value) -> list[ReceptiveField]:
+        return [self.fields[id(t)] for t in _tensors(value) if id(t) in self.fields]
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if self.depth == 0 and isinstance(out, (torch.Tensor, tuple, list)):
+            inputs = self.field_of((args, kwargs))
+            if inputs:
+                name = getattr(func, "__name__", "")
+                if func in (torch.nn.functional.max_pool2d, torch.nn.functional.avg_pool2d):
+                    field = _functional_pool(args, kwargs, inputs)
+                elif func in _GLOBAL_FUNCTIONS or name in _GLOBAL_METHODS:
+                    field = WHOLE
+                else:
+                    field = _union(inputs)
+                self.set(out, field)
+        return out
+
+
+def _tensors(value):
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _tensors(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _tensors(v)
+
+
+def _traced_fields(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, ReceptiveField]:
+    mode = _FieldMode()
     by_module: dict[str, ReceptiveField] = {}
-    for node in graph.nodes:
-        inputs = [node_field[n] for n in node.all_input_nodes if n in node_field]
-        if node.op == "placeholder":
-            node_field[node] = IDENTITY
-        elif node.op == "get_attr":
-            continue
-        elif node.op == "call_module":
-            node_field[node] = _module_field(modules[node.target], inputs)
-            by_module[node.target] = node_field[node]
-            parts = node.target.split(".")
-            for i in range(1, len(parts)):  # the containers' output: their last node (graph order)
-                by_module[".".join(parts[:i])] = node_field[node]
-        elif node.op == "call_function" and node.target in _GLOBAL_FUNCTIONS:
-            node_field[node] = WHOLE
-        elif node.op == "call_function" and node.target in (torch.nn.functional.max_pool2d,
-                                                             torch.nn.functional.avg_pool2d):
-            node_field[node] = _functional_pool(node, inputs)
-        elif node.op == "call_method" and node.target in _GLOBAL_METHODS:
-            node_field[node] = WHOLE
-        elif node.op in ("call_function", "call_method"):
-            node_field[node] = _union(inputs) if inputs else IDENTITY
-        elif node.op == "output":
-            by_module[""] = _union(inputs)
+    handles = []
+    leaf_input: dict[str, list[ReceptiveField]] = {}
+
+    def pre(module, inputs, name):
+        if not list(module.children()):
+            leaf_input[name] = mode.field_of(inputs)
+            mode.depth += 1
+
+    def post(module, inputs, output, name):
+        if not list(module.children()):
+            mode.depth -= 1
+            mode.set(output, _module_field(module, leaf_input.pop(name, [])))
+        found = mode.field_of(output)
+        if found:
+            by_module[name] = found[0]
+
+    for name, module in model.named_modules():
+        if name:
+            handles.append(module.register_forward_pre_hook(lambda m, i, n=name: pre(m, i, n)))
+            handles.append(module.register_forward_hook(lambda m, i, o, n=name: post(m, i, o, n)))
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    x = torch.zeros((1, *input_shape), device=device)
+    try:
+        with torch.no_grad(), mode:
+            mode.set(x, IDENTITY)
+            out = model(x)
+            found = mode.field_of(out)
+            by_module[""] = found[0] if found else WHOLE
+    finally:
+        for h in handles:
+            h.remove()
     return by_module
 
 
-def _functional_pool(node, inputs: list[ReceptiveField]) -> ReceptiveField:
-    args = list(node.args) + [None] * 5
-    kw = node.kwargs
+def _functional_pool(args, kw, inputs: list[ReceptiveField]) -> ReceptiveField:
+    args = list(args) + [None] * 5
     k = _pair(kw.get("kernel_size", args[1]))
     stride = kw.get("stride", args[2])
     s = _pair(stride if stride not in (None, []) else k)
@@ -173,36 +224,9 @@ def _functional_pool(node, inputs: list[ReceptiveField]) -> ReceptiveField:
     return ReceptiveField(field.y.through(k[0], s[0], p[0], 1), field.x.through(k[1], s[1], p[1], 1))
 
 
-def _hook_fields(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, ReceptiveField]:
-    """Leaves in the order they run, each fed by the previous one (exact for chains)."""
-    order: list[tuple[str, nn.Module]] = []
-    handles = []
-    for name, module in model.named_modules():
-        if name and not list(module.children()):
-            handles.append(module.register_forward_hook(lambda m, i, o, n=name: order.append((n, m))))
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    try:
-        with torch.no_grad():
-            model(torch.zeros((1, *input_shape), device=device))
-    finally:
-        for h in handles:
-            h.remove()
-    field, out = IDENTITY, {}
-    for name, module in order:
-        field = _module_field(module, [field])
-        out[name] = field
-        parts = name.split(".")
-        for i in range(1, len(parts)):
-            out[".".join(parts[:i])] = field
-    return out
-
-
 def receptive_fields(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[dict[str, ReceptiveField], bool]:
-    """The field of every named module's output, and whether torch.fx traced the graph (else hooks)."""
-    try:
-        return _fx_fields(model), True
-    except Exception:  # noqa: BLE001 - fx cannot trace every model (data-dependent control flow)
-        return _hook_fields(model, input_shape), False
+    """The field of every named module's output (after one zero input of ``input_shape``), and True."""
+    return _traced_fields(model, input_shape), True
 
 
 def receptive_field(model: nn.Module, layer: str, input_shape: tuple[int, ...]) -> ReceptiveField:

@@ -14,6 +14,8 @@ def add_panels(window) -> None:
     window.attribution_panel = add_attribution_view(window)
     window.live_panel = add_live_view(window)
     window.lstm_panel = add_lstm_view(window)
+    window.topk_panel = add_topk_view(window)
+    window.embed_panel = add_embed_view(window)
     window.optimize_panel = add_optimize_view(window)
     window.costs_panel = add_costs_view(window)
     window.refresh_view_menu()
@@ -80,4 +82,28 @@ def add_optimize_view(window):
     window.input_panel.class_selected.connect(panel.set_target_class)
     window.activations.unit_selected.connect(lambda unit: panel.set_target_unit(window.layer, unit))
     panel.failed.connect(window.show_error)
+    return panel
+
+
+def add_topk_view(window):
+    """The Top images tab: the selected unit's top-9 patches in the window's folder (follows layer and unit)."""
+    from explorer.gui.panels.topk import TopKPanel  # noqa: PLC0415
+
+    panel = TopKPanel(window)
+    window.add_view("topk", "Top images", panel)
+    panel.failed.connect(window.show_error)
+    window.activations.unit_selected.connect(lambda _unit: panel.refresh())
+    window.layers.layer_selected.connect(lambda _layer: panel.ensure() if window.current_view() is panel else None)
+    window.tabs.currentChanged.connect(lambda _i: panel.ensure() if window.current_view() is panel else None)
+    return panel
+
+
+def add_embed_view(window):
+    """The Map tab: the t-SNE map of the window's folder's codes; a click on a thumbnail opens the image."""
+    from explorer.gui.panels.embed import EmbedPanel  # noqa: PLC0415
+
+    panel = EmbedPanel(window)
+    window.add_view("map", "Map", panel)
+    panel.failed.connect(window.show_error)
+    window.tabs.currentChanged.connect(lambda _i: panel.ensure() if window.current_view() is panel else None)
     return panel
