@@ -169,3 +169,19 @@ def test_runs_cancel_cleanly_and_emit_progress(shapes):
     assert gen.gi_frame is None  # closed
     with pytest.raises(StopIteration):
         next(gen)
+
+
+def test_weights_need_no_gradient_while_optimizing_and_are_restored(shapes):
+    params = list(shapes.module.parameters())
+    before = [p.requires_grad for p in params]
+    params[0].requires_grad_(True)
+    flags = []
+    try:
+        gen = visualize_steps(shapes.module, shapes.spec, Target.for_class(1),
+                              VisualizeSettings(method="simonyan", steps=4, every=1))
+        drive(gen, lambda step: flags.append(any(p.requires_grad for p in params)))
+        assert flags == [False] * 4
+        assert params[0].requires_grad and params[0].grad is None
+    finally:
+        for p, flag in zip(params, before):
+            p.requires_grad_(flag)

@@ -20,7 +20,7 @@ from torch import nn
 from explorer.core.optimize.loop import OptimizeError, OptimizeStep, ascend
 from explorer.core.optimize.objectives import l2_objective
 from explorer.core.optimize.regularizers import PixelSpace, random_roll
-from explorer.core.optimize.truncate import Truncated
+from explorer.core.optimize.truncate import Truncated, frozen_parameters
 from explorer.core.optimize.visualize import to_pictures
 
 
@@ -115,7 +115,8 @@ def dream_steps(model: nn.Module, spec, x: torch.Tensor, settings: DreamSettings
         except RuntimeError as exc:
             raise OptimizeError(f"octave {i + 1} ({size[1]}x{size[0]} pixels) is too small for this model up to "
                                 f"layer {s.layer}; use fewer octaves or a smaller octave scale") from exc
-        loop = yield from ascend(problem, s.steps, s.every, stage=f"octave {i + 1}/{len(sizes)}")
+        with frozen_parameters(model):
+            loop = yield from ascend(problem, s.steps, s.every, stage=f"octave {i + 1}/{len(sizes)}")
         with torch.no_grad():
             after = float(truncated(space.caffe_to_model(problem.image)).norm())
         octaves.append({"octave": i + 1, "size": [size[0], size[1]], "norm_before": before, "norm_after": after})

@@ -19,7 +19,7 @@ from torch import nn
 
 from explorer.core.optimize.loop import OptimizeError, OptimizeStep, ascend
 from explorer.core.optimize.regularizers import PixelSpace, total_variation
-from explorer.core.optimize.truncate import Truncated
+from explorer.core.optimize.truncate import Truncated, frozen_parameters
 from explorer.core.optimize.visualize import pictures_to_pixels, to_pictures
 
 B_NORM = 80.0
@@ -137,7 +137,8 @@ def invert_steps(model: nn.Module, spec, x: torch.Tensor, settings: InvertSettin
             code = truncated(x).detach().clone()
         generator = torch.Generator().manual_seed(int(s.seed))
         problem = _Inversion(truncated, space, code, x.shape[1:], s, generator, device)
-        loop = yield from ascend(problem, s.steps, s.every, stage=f"layer {layer}")
+        with frozen_parameters(model):
+            loop = yield from ascend(problem, s.steps, s.every, stage=f"layer {layer}")
         picture = problem.pictures()[0]
         with torch.no_grad():
             got = pictures_to_pixels([picture], spec.channels, device)

@@ -7,8 +7,9 @@ plus the method's regularisers). :func:`ascend` is the loop: a generator (:mod:`
 that yields an :class:`OptimizeStep` with the current image and objective every few steps and returns a
 :class:`LoopResult`; closing it stops the work at the next step.
 
-Gradients are taken with ``torch.autograd.grad`` with respect to the parameters only, so the model's
-weights get no gradients (nothing is accumulated in them, and their gradients are never computed).
+Gradients are taken with ``torch.autograd.grad`` with respect to the parameters only, so nothing is
+accumulated in the model's weights; the methods also mark the weights as needing no gradient while they
+run (:func:`~explorer.core.optimize.truncate.frozen_parameters`), so that theirs are never computed.
 """
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ from explorer.core.optimize.objectives import target_objective
 from explorer.core.optimize.presets import YOSINSKI_PRESETS
 from explorer.core.optimize.regularizers import (PixelSpace, clip_small_contribution, clip_small_norm, decay,
                                                  gaussian_blur)
-from explorer.core.optimize.truncate import Truncated, truncate_for
+from explorer.core.optimize.truncate import Truncated, frozen_parameters, truncate_for
 
 METHODS = ("simonyan", "yosinski", "fourier")
 
@@ -251,7 +251,8 @@ def visualize_steps(model: nn.Module, spec, target: Target, settings: VisualizeS
         problem = _FourierProblem(truncated, target, space, spec, s, generator, device)
     else:
         problem = _CaffeAscent(truncated, target, space, spec.shape, s, generator, device)
-    loop = yield from ascend(problem, s.steps, s.every, stage=s.method)
+    with frozen_parameters(model):
+        loop = yield from ascend(problem, s.steps, s.every, stage=s.method)
     pictures = problem.pictures()
     values, probs = evaluate_pictures(model, target, spec, pictures, device)
     return VisualizeResult(pictures, loop.objective, values, probs, loop.history, target, s,
