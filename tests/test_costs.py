@@ -121,7 +121,9 @@ def test_counting_rule_in_place_and_views_add_nothing_reuse_counts_each_call():
 def test_training_estimate_within_20_percent_of_a_measured_step(arch, batch, size, optimizer):
     """The measured peak is what was alive plus whatever the allocator kept (it only adds): seen from one
     run to the next on a busy machine, so the smallest of up to three measurements counts."""
-    env = dict(os.environ, MALLOC_ARENA_MAX="1", MALLOC_MMAP_THRESHOLD_="65536")  # peak = what was alive
+    # a clean environment: what earlier tests left in os.environ must not change the allocator or torch
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"),
+           "MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": "65536"}  # peak = what was alive
     outputs = []
     for _ in range(3):
         r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_step_memory.py"), arch, str(batch),
