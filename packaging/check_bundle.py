@@ -16,9 +16,24 @@ import tempfile
 import time
 from pathlib import Path
 
-SUBCOMMANDS = [["layers"], ["predict"], ["activations"], ["attribute"], ["lstm"], ["lstm", "cells"],
-               ["lstm", "train"], ["bench"], ["bench", "attribution"], ["bench", "live"],
-               ["visualize"], ["dream"], ["invert"], ["bench", "visualize"]]
+
+
+def subcommands() -> list[list[str]]:
+    """Every subcommand and sub-subcommand of the command line (read from its parser, so none is missed)."""
+    import argparse  # noqa: PLC0415
+
+    from explorer.cli import build_parser  # noqa: PLC0415 - the installed app this bundle was built from
+
+    def walk(parser: argparse.ArgumentParser, prefix: list[str]) -> list[list[str]]:
+        out = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    out.append(prefix + [name])
+                    out += walk(sub, prefix + [name])
+        return out
+
+    return walk(build_parser(), [])
 
 
 def folder_size(path: Path) -> int:
@@ -48,7 +63,7 @@ def main() -> int:
         if version.returncode != 0 or str(copy) not in version.stdout.replace("\n", ""):
             failures.append(f"--version: rc {version.returncode}, resources not inside the bundle: "
                             f"{version.stdout.strip() or version.stderr.strip()[-300:]}")
-        for sub in SUBCOMMANDS:
+        for sub in subcommands():
             r = run(*sub, "--help")
             if r.returncode != 0 or "usage:" not in r.stdout:
                 failures.append(f"{' '.join(sub)} --help: rc {r.returncode}: {r.stderr.strip()[-300:]}")
