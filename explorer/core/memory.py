@@ -2,7 +2,8 @@
 
 The estimate (:func:`estimate_forward_bytes`) runs the model twice on small zero inputs (square sides
 of 64 and 96 pixels, then 128/192 and 224/320 for models that need larger ones) and counts the
-elements of every leaf module's output. Each count is a + b x area (convolutions and pooling scale
+activation elements by the cost table's rule (:mod:`explorer.core.costs`: the tensors each leaf layer
+returns that are new storage; in-place layers and views add none). Each count is a + b x area (convolutions and pooling scale
 with the input's area, layers after adaptive pooling do not), so the two probes fix a and b and the
 total is extrapolated to the requested size. The sum of all leaf outputs is what a backward pass keeps;
 a no-grad forward frees most of them early, so the estimate is an upper bound there. Models that run
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from explorer.core.costs import cost_table
 from explorer.core.errors import ResourceLimitError
 
 LIMIT_ENV = "DEEP_EXPLORER_MEMORY_LIMIT"
@@ -113,33 +115,15 @@ _cache: "weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, str], ActivationMo
 
 
 def _leaf_elements(model: nn.Module, channels: int, side: int, device: torch.device) -> int:
-    total = [0]
-
-    def hook(_mod, _inp, out):
-        if isinstance(out, torch.Tensor):
-            total[0] += out.numel()
-        elif isinstance(out, (tuple, list)):
-            total[0] += sum(t.numel() for t in out if isinstance(t, torch.Tensor))
-
-    handles = []
-    try:
-        for _, module in model.named_modules():
-            if not any(True for _ in module.children()):
-                handles.append(module.register_forward_hook(hook))
-    except RuntimeError:  # TorchScript modules take no hooks: count the output only
-        for h in handles:
-            h.remove()
-        handles = []
-    try:
+    """Activation elements of one forward at ``side`` x ``side``, by the cost table's counting rule (new
+    storage only: in-place layers and views add none; :mod:`explorer.core.costs`)."""
+    table = cost_table(model, (channels, side, side), device=device)
+    counted = sum(r.activations for r in table.rows[1:])  # the input is counted apart
+    if counted == 0:  # no hooks could be placed (a TorchScript module): count the output
         with torch.no_grad():
             out = model(torch.zeros((1, channels, side, side), device=device))
-        if not handles and isinstance(out, torch.Tensor):
-            total[0] += out.numel()
-    finally:
-        for h in handles:
-            h.remove()
-    return total[0]
-
+        counted = out.numel() if isinstance(out, torch.Tensor) else 0
+    return counted
 
 def activation_model(model: nn.Module, channels: int, device: torch.device | str | None = None
                      ) -> ActivationModel | None:
