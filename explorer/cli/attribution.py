@@ -21,13 +21,15 @@ from explorer.cli.options import (
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from explorer.core.attribution.attention import FUSIONS  # noqa: PLC0415
     from explorer.core.attribution.methods import METHODS  # noqa: PLC0415
     from explorer.core.attribution.occlusion import BASELINES  # noqa: PLC0415
 
     p = subparsers.add_parser(
         "attribute", help="which pixels matter to a class score or a unit",
         description="Attribution maps. MAP.npy holds the raw map, float32: (C, H, W) for occlusion and the "
-                    "gradient methods, (H, W) for Grad-CAM. With several inputs or a folder, --out is a "
+                    "gradient methods, (H, W) for Grad-CAM, (heads, rows, cols) for attention and (rows, cols) for "
+                    "the rollouts, over a vision transformer's patch grid. With several inputs or a folder, --out is a "
                     "folder with one <input stem>.npy per input.")
     add_model_args(p)
     p.add_argument("--input", nargs="+", required=True, help="image files, .npy tensors or folders")
@@ -37,7 +39,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="with --unit: the layer whose unit is the target; for Grad-CAM alone: the conv layer")
     p.add_argument("--unit", type=nonnegative_int, default=None, help="unit (channel) of --layer to explain")
     p.add_argument("--position", default=None, help="ROW,COL: one neuron of the unit instead of its mean")
-    p.add_argument("--cam-layer", default=None, help="Grad-CAM layer (default: --layer or the last conv)")
+    p.add_argument("--cam-layer", default=None,
+                   help="Grad-CAM layer (default: --layer, else the last conv; a transformer's late block "
+                        "normalisation); attention: the block (default: the last)")
+    p.add_argument("--query", type=nonnegative_int, default=0,
+                   help="attention: the query token (0: the class token; prefix + row*cols + col: a patch)")
+    p.add_argument("--head", type=nonnegative_int, default=None,
+                   help="attention: the head shown in the PNG (default: their mean; the map holds every head)")
+    p.add_argument("--fusion", choices=FUSIONS, default="mean", help="rollout: head fusion (default mean)")
+    p.add_argument("--discard-ratio", type=float, default=0.9,
+                   help="rollouts: the fraction of lowest attention weights dropped per block (default 0.9)")
     p.add_argument("--window", type=positive_int, default=16, help="occlusion window size (default 16)")
     p.add_argument("--stride", type=positive_int, default=8, help="occlusion stride (default 8)")
     p.add_argument("--baseline", choices=BASELINES, default="zero", help="what fills the occluded window")
@@ -65,7 +76,12 @@ def run_attribute(args: argparse.Namespace) -> int:
     import numpy as np  # noqa: PLC0415
     from PIL import Image  # noqa: PLC0415
 
-    from explorer.core.attribution.methods import compute_attribution, overlay_image, parse_target  # noqa: PLC0415
+    from explorer.core.attribution.methods import (  # noqa: PLC0415
+        AttentionSettings,
+        compute_attribution,
+        overlay_image,
+        parse_target,
+    )
     from explorer.core.attribution.occlusion import OcclusionSettings  # noqa: PLC0415
     from explorer.core.outputs import (  # noqa: PLC0415
         ARRAY_OUTPUT_SUFFIXES,
@@ -79,6 +95,10 @@ def run_attribute(args: argparse.Namespace) -> int:
 
     if args.window < 1 or args.stride < 1 or args.batch_size < 1:
         raise CommandError("--window, --stride and --batch-size must be at least 1")
+    if not 0.0 <= args.discard_ratio < 1.0:
+        raise CommandError(f"--discard-ratio must be at least 0 and below 1, not {args.discard_ratio}")
+    attention = AttentionSettings(query=args.query, head=args.head, fusion=args.fusion,
+                                  discard_ratio=args.discard_ratio)
     position = _position(args.position)
     if position is not None and min(position) < 0:
         raise CommandError(f"--position must be two numbers of 0 or more, not {args.position!r}")
@@ -116,7 +136,8 @@ def run_attribute(args: argparse.Namespace) -> int:
         x = x.to(loaded.device)
         target = parse_target(args.target, spec.labels, model, x, args.layer, args.unit, args.score, position)
         progress = cli_progress(f"occlusion {path.name}") if occluding and not args.json else None
-        result = compute_attribution(model, x, args.method, target, settings, cam_layer, progress=progress)
+        result = compute_attribution(model, x, args.method, target, settings, cam_layer, progress=progress,
+                                     attention=attention)
         if not np.isfinite(result.map).all():
             raise CommandError(f"the {args.method} map of {path.name} holds NaN or infinite values (the model's "
                                f"output is not finite for this input); nothing was written")
@@ -132,6 +153,7 @@ def run_attribute(args: argparse.Namespace) -> int:
             "class_index": target.class_index, "layer": target.layer, "unit": target.unit,
             "cam_layer": result.layer, "shape": list(result.map.shape), "seconds": round(result.seconds, 4),
             "mode": result.mode or None, "note": result.note or None,
+            "grid": list(result.grid) if result.grid else None, "prefix_tokens": result.prefix if result.grid else None,
         })
 
     for path in inputs:

@@ -156,6 +156,7 @@ def cmd_activations(args: argparse.Namespace) -> int:
     )
     from explorer.core.preprocess import expand_inputs, load_input  # noqa: PLC0415
     from explorer.core.probe import get_layer, run_forward  # noqa: PLC0415
+    from explorer.core.transformers import channel_maps, prefix_names  # noqa: PLC0415
 
     files = expand_inputs(args.input, keep_missing=True)
     many = _many(args.input, files)
@@ -186,15 +187,23 @@ def cmd_activations(args: argparse.Namespace) -> int:
         out = run_forward(loaded.module, x.to(loaded.device), [args.layer])
         if args.layer not in out.activations:
             raise CommandError(f"layer {args.layer!r} did not run for this input")
-        act = out.activations[args.layer][0].float().cpu()
+        captured = out.activations[args.layer].float().cpu()
+        act = captured[0]
+        maps = channel_maps(loaded.module, captured, tuple(x.shape[-2:]))  # a transformer's tokens: the grid
         npy = out_dir / f"{path.stem}.npy" if many else Path(args.out)
         png = (png_dir / f"{path.stem}.png" if many else Path(args.png)) if args.png else None
         save_npy(npy, act.numpy().astype(np.float32))
         if png is not None:
-            save_grid_png(act, png, args.norm)
-        records.append({"input": str(path), "layer": args.layer, "shape": list(act.shape), "out": str(npy),
-                        "png": str(png) if png else None, "min": float(act.min()), "max": float(act.max()),
-                        "mean": float(act.mean())})
+            save_grid_png(maps.maps if maps is not None else act, png, args.norm)
+        record = {"input": str(path), "layer": args.layer, "shape": list(act.shape), "out": str(npy),
+                  "png": str(png) if png else None, "min": float(act.min()), "max": float(act.max()),
+                  "mean": float(act.mean())}
+        if maps is not None:
+            record["layout"] = maps.kind  # 'tokens': (prefix + rows*cols, dim); 'channels-last': (H, W, C)
+            if maps.layout is not None:
+                record.update(grid=list(maps.layout.grid), prefix_tokens=maps.layout.prefix,
+                              prefix_names=prefix_names(loaded.module, maps.layout.prefix))
+        records.append(record)
 
     for path in files:
         failures.run(path, lambda path=path: save(path))

@@ -14,6 +14,7 @@ from torch import nn
 from explorer.core.models.spec import LoadedModel
 from explorer.core.probe import get_layer, run_forward, top_k
 from explorer.core.tiling import GridLayout, activation_grid, filter_grid, kernel_grid
+from explorer.core.transformers import TokenLayout, channel_maps, prefix_names
 
 
 @dataclass
@@ -26,6 +27,11 @@ class LayerView:
     layout: GridLayout
     top5: list[dict] = field(default_factory=list)
     value_range: tuple[float, float] = (0.0, 1.0)  # the raw min/max the grid was scaled from
+    # transformer outputs: how the (tokens, dim) sequence was laid out, and the prefix tokens' values
+    tokens: TokenLayout | None = None
+    prefix: np.ndarray | None = None  # (P, C) float32: class / distillation / register tokens
+    prefix_names: list[str] = field(default_factory=list)
+    kind: str = ""  # 'tokens', 'channels-last' or '' (as captured)
 
     @property
     def is_vector(self) -> bool:
@@ -53,7 +59,16 @@ def compute_layer_view(loaded: LoadedModel, x: torch.Tensor, layer: str | None, 
     if not layer or layer not in result.activations:
         return LayerView(layer or "", np.zeros((0,), np.float32), np.zeros((1, 1), np.float32),
                          GridLayout(0, 1, 1, 1, 1, 0), top) if top else None
-    act = result.activations[layer][0].float()
+    raw = result.activations[layer].float()
+    maps = channel_maps(loaded.module, raw, tuple(x.shape[-2:]))
+    if maps is not None:
+        act = maps.maps
+        grid, layout = activation_grid(act, norm)
+        prefix = np.ascontiguousarray(maps.prefix.cpu().numpy()) if maps.prefix is not None else None
+        names = prefix_names(loaded.module, maps.layout.prefix) if maps.layout is not None else []
+        return LayerView(layer, np.ascontiguousarray(act.cpu().numpy()), np.ascontiguousarray(grid.cpu().numpy()),
+                         layout, top, (float(act.min()), float(act.max())), maps.layout, prefix, names, maps.kind)
+    act = raw[0]
     if act.dim() == 2 and act.shape[0] == 1:
         act = act[0]
     if act.dim() > 3:

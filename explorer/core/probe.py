@@ -37,8 +37,9 @@ class LayerInfo:
 def module_macs(module: nn.Module, inputs: tuple, output: torch.Tensor) -> int:
     """Multiply-accumulates of one call for one input (batch dimension divided out).
 
-    Conv: out_elements * (C_in / groups) * prod(kernel); Linear: out_elements * in_features. Other layers
-    (ReLU, pooling, normalisation) count 0, as in the cs231n / Netscope tables.
+    Conv: out_elements * (C_in / groups) * prod(kernel); Linear: out_elements * in_features; attention: the
+    projections and the QK^T and AV products (L*S*E each). Other layers (ReLU, pooling, normalisation)
+    count 0, as in the cs231n / Netscope tables.
     """
     batch = output.shape[0] if output.dim() > 0 else 1
     if hasattr(module, "script_macs"):  # a stand-in for a compiled layer (core.models.scripted)
@@ -55,7 +56,27 @@ def module_macs(module: nn.Module, inputs: tuple, output: torch.Tensor) -> int:
         return output.numel() // batch * module.in_features
     if isinstance(module, nn.Bilinear):
         return output.numel() // batch * module.in1_features * module.in2_features
+    if isinstance(module, nn.MultiheadAttention):
+        return _attention_macs(module, inputs, output)
+    if isinstance(getattr(module, "qkv", None), nn.Linear) and hasattr(module, "num_heads") and output.dim() == 3:
+        # timm-style attention: its qkv and proj Linears count themselves; the QK^T and AV products here
+        tokens, dim = output.shape[1], output.shape[2]
+        return 2 * tokens * tokens * dim
     return 0
+
+
+def _attention_macs(module: nn.MultiheadAttention, inputs: tuple, output: torch.Tensor) -> int:
+    """``nn.MultiheadAttention``: the q, k, v and output projections and the QK^T and AV products, for one
+    input (its projections are applied by a functional call, so the out_proj child's hook never runs)."""
+    query = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else output
+    key = inputs[1] if len(inputs) > 1 and isinstance(inputs[1], torch.Tensor) else query
+    seq_dim = 1 if module.batch_first or query.dim() == 2 else 0
+    if query.dim() == 2:
+        seq_dim = 0
+    q_len, k_len = query.shape[seq_dim], key.shape[seq_dim]
+    e, kdim, vdim = module.embed_dim, module.kdim, module.vdim
+    projections = q_len * e * e + k_len * e * kdim + k_len * e * vdim + q_len * e * e
+    return projections + 2 * q_len * k_len * e
 
 
 def layer_table(model: nn.Module, input_shape: tuple[int, ...], device: torch.device | str | None = None

@@ -17,12 +17,29 @@ from explorer.core.attribution.occlusion import OcclusionSettings, occlusion
 from explorer.core.attribution.target import Target, TargetError, top_class
 from explorer.core.steps import map_yields
 
-METHODS = ("occlusion", "gradient", "deconvnet", "guided-backprop", "gradcam", "guided-gradcam")
+METHODS = ("occlusion", "gradient", "deconvnet", "guided-backprop", "gradcam", "guided-gradcam",
+           "attention", "rollout", "gradient-rollout")
+ZERO_GRADIENT_NOTE = ("the map is zero everywhere: the target's gradient is zero (an untrained model's classifier "
+                      "can start as all zeros, as torchvision's vision transformers do)")
+TRANSFORMER_METHODS = ("attention", "rollout", "gradient-rollout")  # need attention layers and a patch grid
+
+
+@dataclass(frozen=True)
+class AttentionSettings:
+    """``attention``: the query token (0 is the class token; prefix + row * cols + col a patch) and the
+    head shown (None: the mean of the heads; every head is in the raw map). ``rollout``: head fusion and
+    discard ratio (``gradient-rollout`` fuses heads by the gradient instead)."""
+
+    query: int = 0
+    head: int | None = None
+    fusion: str = "mean"
+    discard_ratio: float = 0.9
 
 
 @dataclass
 class AttributionResult:
-    """``map``: raw attribution, (C, H, W) for occlusion and the gradient methods, (H, W) for Grad-CAM.
+    """``map``: raw attribution, (C, H, W) for occlusion and the gradient methods, (H, W) for Grad-CAM,
+    (heads, rows, cols) for attention and (rows, cols) for the rollouts (over the patch grid).
     ``display``: (H, W) float32 for showing (max |.| over channels for gradients, signed for occlusion)."""
 
     method: str
@@ -34,6 +51,8 @@ class AttributionResult:
     mode: str = ""
     layer: str | None = None  # Grad-CAM layer
     clean_score: float | None = None
+    grid: tuple[int, int] | None = None  # the patch grid (rows, cols) of the transformer methods
+    prefix: int = 0  # prefix tokens before the patch tokens
 
 
 def display_map(method: str, attribution: torch.Tensor) -> torch.Tensor:
@@ -67,11 +86,15 @@ def parse_target(text: str | None, labels: tuple[str, ...], model: nn.Module, x:
 def compute_attribution(model: nn.Module, x: torch.Tensor, method: str, target: Target,
                         occlusion_settings: OcclusionSettings | None = None, cam_layer: str | None = None,
                         progress: Callable[[int, int], None] | None = None,
-                        cancelled: Callable[[], bool] | None = None) -> AttributionResult:
+                        cancelled: Callable[[], bool] | None = None,
+                        attention: AttentionSettings | None = None) -> AttributionResult:
     """Attribution of ``target`` for one input ``x`` (1, C, H, W) by ``method``."""
     if method not in METHODS:
         raise ExplorerError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
     start = time.perf_counter()
+    if method in TRANSFORMER_METHODS:
+        return _transformer_attribution(model, x, method, target, cam_layer, attention or AttentionSettings(),
+                                        start)
     note, mode, layer, clean = "", "", None, None
     if method == "occlusion":
         res = occlusion(model, x, target, occlusion_settings, progress=progress, cancelled=cancelled)
@@ -86,9 +109,44 @@ def compute_attribution(model: nn.Module, x: torch.Tensor, method: str, target: 
         guided, cam, report = guided_grad_cam(model, x, target, cam_layer)
         raw, layer, note = guided[0], cam.layer, report.note
     raw = raw.detach().float().cpu()
+    if method in ("gradcam", "guided-gradcam") and not note and not bool(raw.any()):
+        note = ZERO_GRADIENT_NOTE
     return AttributionResult(method, target, raw.numpy().astype(np.float32),
                              display_map(method, raw).numpy().astype(np.float32),
                              time.perf_counter() - start, note, mode, layer, clean)
+
+
+def _transformer_attribution(model: nn.Module, x: torch.Tensor, method: str, target: Target, layer: str | None,
+                             settings: AttentionSettings, start: float) -> AttributionResult:
+    """Attention of one query token (every head), attention rollout, or gradient-weighted rollout."""
+    from explorer.core.attribution.attention import attention_rollout, query_attention  # noqa: PLC0415
+
+    if method == "attention":
+        tm = query_attention(model, x, layer, settings.query)
+        heads = tm.maps[0]
+        if settings.head is not None and not 0 <= settings.head < heads.shape[0]:
+            raise TargetError(f"head must be in 0..{heads.shape[0] - 1}, not {settings.head}")
+        shown = heads.mean(0) if settings.head is None else heads[settings.head]
+        names = ("class token" if settings.query == 0 and tm.layout.prefix else
+                 f"prefix token {settings.query}" if settings.query < tm.layout.prefix else
+                 "patch (%d, %d)" % divmod(settings.query - tm.layout.prefix, tm.layout.grid[1]))
+        which = "mean of the heads" if settings.head is None else f"head {settings.head}"
+        note = f"attention of the {names} to the patches, {which} ({heads.shape[0]} heads)"
+        raw, layer_name = heads, tm.layer
+    else:
+        tm = attention_rollout(model, x, settings.fusion, settings.discard_ratio,
+                               target if method == "gradient-rollout" else None)
+        shown = raw = tm.maps[0, 0]
+        note = ("gradient-weighted rollout of the class token" if method == "gradient-rollout" else
+                f"rollout of the class token, {settings.fusion} over heads, discard ratio {settings.discard_ratio}")
+        layer_name = None
+    if method == "gradient-rollout" and not bool(shown.any()):
+        note = ZERO_GRADIENT_NOTE
+    display = torch.nn.functional.interpolate(shown[None, None].float(), size=tuple(x.shape[-2:]),
+                                              mode="nearest")[0, 0]
+    return AttributionResult(method, target, raw.detach().float().cpu().numpy().astype(np.float32),
+                             np.ascontiguousarray(display.cpu().numpy(), dtype=np.float32),
+                             time.perf_counter() - start, note, "", layer_name, None, tm.layout.grid, tm.layout.prefix)
 
 
 def map_levels(display: np.ndarray) -> tuple[float, float, str]:
@@ -121,7 +179,7 @@ class AttributionStep:
 
 def attribution_steps(model: nn.Module, x: torch.Tensor, method: str, target: Target | None,
                       occlusion_settings: OcclusionSettings | None = None, cam_layer: str | None = None,
-                      score: str = "logit"):
+                      score: str = "logit", attention: AttentionSettings | None = None):
     """Generator form of :func:`compute_attribution` for a worker thread.
 
     ``target`` None means the top class (with ``score``). Occlusion yields an :class:`AttributionStep`
@@ -132,7 +190,7 @@ def attribution_steps(model: nn.Module, x: torch.Tensor, method: str, target: Ta
     if target is None:
         target = Target.for_class(top_class(model, x), score)
     if method != "occlusion":
-        return compute_attribution(model, x, method, target, occlusion_settings, cam_layer)
+        return compute_attribution(model, x, method, target, occlusion_settings, cam_layer, attention=attention)
     from explorer.core.attribution.occlusion import occlusion_sweep  # noqa: PLC0415
 
     def as_step(step) -> AttributionStep:
@@ -164,3 +222,18 @@ def layer_names(model: nn.Module) -> list[str]:
 def conv_layer_names(model: nn.Module) -> list[str]:
     """Names of the ``nn.Conv2d`` layers (the layers Grad-CAM can use), in order."""
     return [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+
+
+def cam_layer_choices(model: nn.Module) -> tuple[list[str], str | None]:
+    """The layers offered for Grad-CAM (and for attention, which uses the chosen layer's block) and the
+    default one: conv layers for a CNN; for a transformer also its LayerNorms and attention modules."""
+    from explorer.core.attribution.attention import is_attention  # noqa: PLC0415
+    from explorer.core.attribution.gradcam import default_cam_layer  # noqa: PLC0415
+
+    names = [n for n, m in model.named_modules()
+             if n and (isinstance(m, (nn.Conv2d, nn.LayerNorm)) or is_attention(m))]
+    try:
+        default = default_cam_layer(model)
+    except ExplorerError:
+        default = None
+    return names, default

@@ -60,7 +60,8 @@ def load_model_steps(name: str | None = None, *, checkpoint: str | Path | None =
     elif (name := name or DEFAULT_MODEL) in BUNDLED_MODELS:
         loaded = load_bundled_model(name)
     elif name in zoo_names():
-        loaded = yield from load_zoo_model_steps(name, weights=weights, weights_url=weights_url)
+        loaded = yield from load_zoo_model_steps(name, weights=weights, weights_url=weights_url,
+                                                 input_size=input_size)
     else:
         raise ModelLoadError(f"unknown model {name!r}: not a file, not bundled "
                              f"({', '.join(bundled_names())}), not a torchvision classification model")

@@ -34,9 +34,20 @@ def zoo_spec(name: str) -> InputSpec:
                      labels=tuple(weights.meta.get("categories", ())))
 
 
-def build_zoo_model(name: str, num_classes: int | None = None) -> nn.Module:
-    """An untrained torchvision model (random weights); GoogLeNet/Inception without aux heads."""
+def vit_image_size(name: str, input_size: tuple[int, int] | None) -> int | None:
+    """The image size to build a torchvision ViT for (its position embeddings fix it), when an input size
+    other than its default is asked for; None for other models, square inputs only."""
+    if not name.startswith("vit_") or input_size is None or input_size[0] != input_size[-1]:
+        return None
+    return int(input_size[0]) if int(input_size[0]) != zoo_spec(name).size[0] else None
+
+
+def build_zoo_model(name: str, num_classes: int | None = None, image_size: int | None = None) -> nn.Module:
+    """An untrained torchvision model (random weights); GoogLeNet/Inception without aux heads; a ViT for
+    ``image_size`` when given."""
     kwargs: dict = {"weights": None}
+    if image_size is not None:
+        kwargs["image_size"] = image_size
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     if name in ("googlenet", "inception_v3"):
@@ -45,8 +56,8 @@ def build_zoo_model(name: str, num_classes: int | None = None) -> nn.Module:
     return torchvision.models.get_model(name, **kwargs)
 
 
-def load_zoo_model_steps(name: str, weights: str = "pretrained",
-                         weights_url: str | None = None) -> Generator[tuple[int, int], None, LoadedModel]:
+def load_zoo_model_steps(name: str, weights: str = "pretrained", weights_url: str | None = None,
+                         input_size: tuple[int, int] | None = None) -> Generator[tuple[int, int], None, LoadedModel]:
     """A torchvision model by name, pretrained (downloaded once, cached) or with random weights.
 
     A generator: yields ``(bytes done, bytes total)`` while weights download and returns the
@@ -55,7 +66,8 @@ def load_zoo_model_steps(name: str, weights: str = "pretrained",
     if name not in zoo_names():
         raise ModelLoadError(f"unknown model {name!r}: not a torchvision classification model")
     spec = zoo_spec(name)
-    module = build_zoo_model(name)
+    image_size = vit_image_size(name, input_size)  # a ViT at 384 px is built for 384 px (24x24 patches)
+    module = build_zoo_model(name, image_size=image_size)
     if weights == "none":
         return LoadedModel(name, module.eval(), spec, trained=False, source=f"torchvision {name}, random weights")
     if weights != "pretrained":
@@ -65,6 +77,10 @@ def load_zoo_model_steps(name: str, weights: str = "pretrained",
     enum = torchvision.models.get_model_weights(name).DEFAULT
     path = yield from fetch_weights_steps(enum, url=weights_url)
     state = torch.load(path, map_location="cpu", weights_only=True)
+    if image_size is not None:  # the pretrained position embeddings, interpolated to the new patch grid
+        from torchvision.models.vision_transformer import interpolate_embeddings  # noqa: PLC0415
+
+        state = interpolate_embeddings(image_size, module.patch_size, state)
     missing, unexpected = module.load_state_dict(state, strict=False)
     bad = [k for k in missing if "aux" not in k] + [k for k in unexpected if "aux" not in k]
     if bad:

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import numpy as np
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QProgressBar,
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QProgressBar,
                                QPushButton, QSlider, QSpinBox, QVBoxLayout, QWidget)
 
-from explorer.core.attribution.methods import (METHODS, AttributionResult, AttributionStep, attribution_steps,
-                                               conv_layer_names, layer_names, map_levels)
+from explorer.core.attribution.attention import FUSIONS
+from explorer.core.attribution.methods import (METHODS, TRANSFORMER_METHODS, AttentionSettings, AttributionResult,
+                                               AttributionStep, attribution_steps, cam_layer_choices, layer_names,
+                                               map_levels)
+from explorer.core.attribution.backprop import note_is_warning
 from explorer.core.attribution.occlusion import BASELINES, OcclusionSettings
 from explorer.core.attribution.target import Target
 from explorer.core.colormaps import COLORMAPS, auto_colormap
+from explorer.core.transformers import token_at
 from explorer.gui.widgets.image_pane import ImagePane, lookup_table
 from explorer.gui.workers import Task, TaskRunner, describe_error
 
@@ -68,6 +72,21 @@ class AttributionPanel(QWidget):
         self.score = QComboBox()
         self.score.addItems(["logit", "prob"])
         self.cam_layer = QComboBox()
+        self.query = QSpinBox()  # attention: the query token (click a patch on the map to pick it)
+        self.query.setRange(0, 99999)
+        self.query.setSpecialValueText("class token")
+        self.query.setToolTip("the token whose attention is shown: 0 is the class token; click a patch "
+                              "on the image to pick that patch")
+        self.head = QSpinBox()
+        self.head.setRange(-1, 999)
+        self.head.setValue(-1)
+        self.head.setSpecialValueText("mean")
+        self.fusion = QComboBox()
+        self.fusion.addItems(FUSIONS)
+        self.discard = QDoubleSpinBox()
+        self.discard.setRange(0.0, 0.99)
+        self.discard.setSingleStep(0.05)
+        self.discard.setValue(0.9)
         self.window_size = QSpinBox()
         self.window_size.setRange(1, 512)
         self.window_size.setValue(16)
@@ -91,7 +110,6 @@ class AttributionPanel(QWidget):
         self.progress.setValue(0)
         self.note = QLabel("")
         self.note.setWordWrap(True)
-        self.note.setStyleSheet("color: #b36b00; font-weight: bold;")
         self.status = QLabel("no model or input yet")
         self.status.setWordWrap(True)
 
@@ -108,7 +126,11 @@ class AttributionPanel(QWidget):
         method_box = QGroupBox("method")
         mf = QFormLayout(method_box)
         mf.addRow("method", self.method)
-        mf.addRow("Grad-CAM layer", self.cam_layer)
+        mf.addRow("layer (CAM, attention)", self.cam_layer)
+        mf.addRow("query token", self.query)
+        mf.addRow("head", self.head)
+        mf.addRow("head fusion", self.fusion)
+        mf.addRow("discard ratio", self.discard)
         mf.addRow("window", self.window_size)
         mf.addRow("stride", self.stride)
         mf.addRow("baseline", self.baseline)
@@ -146,6 +168,10 @@ class AttributionPanel(QWidget):
         self.layer.currentTextChanged.connect(self._settings_changed)
         self.score.currentTextChanged.connect(self._settings_changed)
         self.cam_layer.currentTextChanged.connect(self._settings_changed)
+        for w in (self.query, self.head, self.discard):
+            w.valueChanged.connect(self._attention_changed)
+        self.fusion.currentTextChanged.connect(self._attention_changed)
+        self.pane.clicked.connect(self._on_pane_clicked)
         self.colormap.currentTextChanged.connect(self._redraw)
         self.opacity.valueChanged.connect(self._redraw)
         self.live.toggled.connect(self._settings_changed)
@@ -158,14 +184,17 @@ class AttributionPanel(QWidget):
         model_changed = loaded_model is not self.loaded
         self.loaded, self.input_tensor, self.picture = loaded_model, input_tensor, picture_uint8
         if model_changed:
-            for combo, names in ((self.layer, layer_names(loaded_model.module)),
-                                 (self.cam_layer, conv_layer_names(loaded_model.module))):
+            cam_names, cam_default = cam_layer_choices(loaded_model.module)
+            for combo, names in ((self.layer, layer_names(loaded_model.module)), (self.cam_layer, cam_names)):
                 combo.blockSignals(True)
                 combo.clear()
                 combo.addItems(names)
                 combo.blockSignals(False)
-            if self.cam_layer.count():
-                self.cam_layer.setCurrentIndex(self.cam_layer.count() - 1)
+            if self.cam_layer.count():  # a CNN's last conv; a transformer's late normalisation
+                self.cam_layer.blockSignals(True)
+                self.cam_layer.setCurrentIndex(max(0, self.cam_layer.findText(cam_default or ""))
+                                               if cam_default else self.cam_layer.count() - 1)
+                self.cam_layer.blockSignals(False)
         self.result = None
         self.display = None
         self.pane.set_image(picture_uint8)
@@ -200,6 +229,25 @@ class AttributionPanel(QWidget):
         return OcclusionSettings(window=self.window_size.value(), stride=self.stride.value(),
                                  baseline=self.baseline.currentText(), progressive=self.progressive.isChecked())
 
+    def attention_settings(self) -> AttentionSettings:
+        head = self.head.value()
+        return AttentionSettings(query=self.query.value(), head=None if head < 0 else head,
+                                 fusion=self.fusion.currentText(), discard_ratio=self.discard.value())
+
+    def _attention_changed(self, *_) -> None:
+        if self.result is not None and self.method.currentText() in TRANSFORMER_METHODS and self.loaded is not None:
+            self.compute()  # cheap (one forward): follow the settings
+
+    def _on_pane_clicked(self, row: float, col: float) -> None:
+        """With attention shown, a click on a patch makes it the query token."""
+        result = self.result
+        if (result is None or result.grid is None or self.method.currentText() != "attention"
+                or self.picture is None):
+            return
+        token = token_at(result.grid, result.prefix, self.picture.shape[:2], row, col)
+        if token is not None and token != self.query.value():
+            self.query.setValue(token)  # recomputes
+
     @property
     def busy(self) -> bool:
         return self.task is not None
@@ -216,7 +264,7 @@ class AttributionPanel(QWidget):
         method = self.method.currentText()
         cam = self.cam_layer.currentText() or None
         self.task = Task(attribution_steps, self.loaded.module, self.input_tensor, method, target,
-                         self.occlusion_settings(), cam, self.score.currentText())
+                         self.occlusion_settings(), cam, self.score.currentText(), self.attention_settings())
         self.task.signals.yielded.connect(self._on_step)
         self.task.signals.returned.connect(self._on_result)
         self.task.signals.errored.connect(self._on_failed)
@@ -264,6 +312,8 @@ class AttributionPanel(QWidget):
             self.class_index.blockSignals(False)
             self._update_class_label()
         self.note.setText(result.note)
+        # a warning in orange, an informational note (where the rule applied) in the normal colour
+        self.note.setStyleSheet("color: #b36b00; font-weight: bold;" if note_is_warning(result.note) else "")
         self._redraw()
         self.target_changed.emit(result.target)
         self.result_ready.emit(result)
@@ -294,9 +344,11 @@ class AttributionPanel(QWidget):
     def _redraw(self) -> None:
         if self.display is None:
             self.pane.set_overlay(None)
+            self.pane.set_colorbar(None)
             return
-        self.pane.set_overlay(self.display, lut=self._lookup_table(), opacity=self.opacity.value() / 100,
-                              levels=self.levels)
+        lut = self._lookup_table()
+        self.pane.set_overlay(self.display, lut=lut, opacity=self.opacity.value() / 100, levels=self.levels)
+        self.pane.set_colorbar(self.levels, lut, "attribution")
 
     # --- state ----------------------------------------------------------------------------------------
 
@@ -320,7 +372,11 @@ class AttributionPanel(QWidget):
         ready = self.loaded is not None and self.input_tensor is not None
         for w in (self.window_size, self.stride, self.baseline, self.progressive):
             w.setEnabled(method == "occlusion")
-        self.cam_layer.setEnabled(method in ("gradcam", "guided-gradcam"))
+        self.cam_layer.setEnabled(method in ("gradcam", "guided-gradcam", "attention"))
+        self.query.setEnabled(method == "attention")
+        self.head.setEnabled(method == "attention")
+        self.fusion.setEnabled(method == "rollout")
+        self.discard.setEnabled(method in ("rollout", "gradient-rollout"))
         self.class_index.setEnabled(kind == "class")
         self.score.setEnabled(kind != "unit")
         self.layer.setEnabled(kind == "unit")

@@ -143,8 +143,18 @@ class ActivationView(QWidget):
                               f"· layer range [{view.value_range[0]:.4g}, {view.value_range[1]:.4g}]")
             return
         stats = f"max {float(unit_map.max()):.4g}, mean {float(unit_map.mean()):.4g}"
+        tokens = ""
+        if view.tokens is not None:  # a transformer's sequence: the map is over the patch tokens
+            rows, cols = view.tokens.grid
+            tokens = f" · {rows}x{cols} patch tokens"
+            if view.prefix is not None:
+                tokens += "".join(f" · {name} token {float(view.prefix[i, unit]):.4g}"
+                                  for i, name in enumerate(view.prefix_names or
+                                                           [f"prefix {i}" for i in range(len(view.prefix))]))
         self.info.setText(f"{view.layer} · unit {unit} of {view.units} · {stats}\n"
-                          f"layer range [{view.value_range[0]:.4g}, {view.value_range[1]:.4g}]")
+                          f"layer range [{view.value_range[0]:.4g}, {view.value_range[1]:.4g}]{tokens}")
+        map_lo, map_hi = float(unit_map.min()), float(unit_map.max())
+        self.unit_pane.set_colorbar((map_lo, map_hi), lookup_table("inferno"), "activation")
         if self.overlay_box.isChecked() and self.picture is not None and not view.is_vector:
             self.unit_pane.set_image(self.picture)
             cached = self._overlay
