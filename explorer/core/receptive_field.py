@@ -22,6 +22,7 @@ nothing outside the calling thread, and it follows models with data-dependent co
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -224,9 +225,18 @@ def _functional_pool(args, kw, inputs: list[ReceptiveField]) -> ReceptiveField:
     return ReceptiveField(field.y.through(k[0], s[0], p[0], 1), field.x.through(k[1], s[1], p[1], 1))
 
 
+_KNOWN: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
 def receptive_fields(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[dict[str, ReceptiveField], bool]:
-    """The field of every named module's output (after one zero input of ``input_shape``), and True."""
-    return _traced_fields(model, input_shape), True
+    """The field of every named module's output (after one zero input of ``input_shape``), and True.
+
+    Kept per model and input shape (the geometry does not change with the weights)."""
+    known = _KNOWN.setdefault(model, {})
+    key = tuple(input_shape)
+    if key not in known:
+        known[key] = _traced_fields(model, input_shape)
+    return dict(known[key]), True
 
 
 def receptive_field(model: nn.Module, layer: str, input_shape: tuple[int, ...]) -> ReceptiveField:

@@ -95,6 +95,7 @@ def add_topk_view(window):
     window.activations.unit_selected.connect(lambda _unit: panel.refresh())
     window.layers.layer_selected.connect(lambda _layer: panel.ensure() if window.current_view() is panel else None)
     window.tabs.currentChanged.connect(lambda _i: panel.ensure() if window.current_view() is panel else None)
+    window.input_changed.connect(lambda *_: panel.ensure() if window.current_view() is panel else None)
     return panel
 
 
@@ -106,4 +107,5 @@ def add_embed_view(window):
     window.add_view("map", "Map", panel)
     panel.failed.connect(window.show_error)
     window.tabs.currentChanged.connect(lambda _i: panel.ensure() if window.current_view() is panel else None)
+    window.input_changed.connect(lambda *_: panel.ensure() if window.current_view() is panel else None)
     return panel
