@@ -51,6 +51,7 @@ BINDINGS: tuple[Binding, ...] = (
     Binding("live_step", (".",), "step one frame", "Live tab"),
     Binding("live_mirror", ("M",), "mirror the camera", "Live tab"),
     Binding("live_click", ("click",), "select the unit of a tile of the grid", "Live tab", shortcut=False),
+    Binding("topk_view", ("D",), "patches: image / guided backprop / deconvnet", "Top images tab"),
     Binding("lstm_analyse", ("Ctrl+Return",), "analyse the edited text", "LSTM tab"),
     Binding("lstm_mouse", ("hover", "drag", "Ctrl+drag"), "value and next characters / select a span / add a span",
             "LSTM tab", shortcut=False),

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (QComboBox, QFileDialog, QGridLayout, QHBoxLayout,
                                QToolButton, QVBoxLayout, QWidget)
 
 from explorer.core.topk.patches import VIEWS, patch
+from explorer.gui import keys
 from explorer.gui.workers import Task
 
 TILE = 120
@@ -100,7 +101,8 @@ class TopKPanel(QWidget):
         layout.addWidget(self.status)
         layout.addLayout(grid)
         layout.addStretch(1)
-        QShortcut(QKeySequence("D"), self, self.cycle_view, context=Qt.WidgetWithChildrenShortcut)
+        QShortcut(QKeySequence(keys.sequence("topk_view")), self, self.cycle_view,
+                  context=Qt.WidgetWithChildrenShortcut)
 
     @property
     def busy(self) -> bool:
