@@ -29,6 +29,17 @@ from explorer.cli.window import add_gui_args, run_window
 SUBCOMMANDS = (explore, attribution, bench, lstm, optimize, topk)
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: one line, never re-wrapped by argparse's help formatter (paths stay whole)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):  # noqa: A002
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit()
+
+
 def version_text() -> str:
     from explorer import __version__  # noqa: PLC0415
     from explorer.core.resources import RESOURCES  # noqa: PLC0415
@@ -40,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="deep-explorer",
         description="See inside neural networks. With no subcommand, opens the window.")
-    parser.add_argument("--version", action="version", version=version_text(),
+    parser.add_argument("--version", action=_VersionAction,
                         help="print the version (and where the bundled resources are) and exit")
     add_model_args(parser)
     add_gui_args(parser)
