@@ -97,8 +97,9 @@ class ImagePane(pg.GraphicsLayoutWidget):
             self.colorbar.hideAxis("bottom")
             self.colorbar.hideAxis("left")
             self.colorbar.showAxis("right")
-            self.colorbar.getAxis("right").setWidth(44)
-            self.colorbar.setMaximumWidth(70)
+            self.colorbar.getAxis("right").setWidth(34)  # narrow: on a laptop screen the image needs the width
+            self.colorbar.getAxis("right").setStyle(tickLength=-4)
+            self.colorbar.setMaximumWidth(48)
             self._colorbar_image = pg.ImageItem(axisOrder="row-major")
             self.colorbar.addItem(self._colorbar_image)
         table = lut if lut is not None else lookup_table("inferno")
