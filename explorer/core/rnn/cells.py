@@ -444,13 +444,14 @@ def search_bytes(model, length: int, quantities: Sequence[str] | None = None, bi
                  indicators: int = 8, patterns: int = 8, chunk: int = 4096, bins: int = 1024) -> int:
     """Bytes :func:`cell_search_steps` needs at its peak for a text of ``length`` characters: the
     indicators (at most 4 bytes a character each) and the label codes, the histograms (4 bytes per cell,
-    bin and label pattern) and one chunk's replay with its temporaries."""
+    bin and label pattern) and the chunks in flight (one worked on, one read ahead) with temporaries."""
     cfg = model.config
     qs = QUANTITIES[cfg.cell] if quantities is None else tuple(quantities)
     cells = len(qs) * cfg.num_layers * cfg.hidden_size
     text_and_indicators = length * (4 + 4 * indicators + 12)  # str (≤ 4 bytes a char), codes, encoding
     hist = cells * bins * patterns * 4 + (cfg.hidden_size * bins * patterns * 8 if binary_indicators else 0)
-    per_chunk = chunk * (len(QUANTITIES[cfg.cell]) * cfg.num_layers * cfg.hidden_size * 4 * 8
+    # one chunk's replay with its temporaries (×8), plus the next one read ahead and its queue slot (×2)
+    per_chunk = chunk * (len(QUANTITIES[cfg.cell]) * cfg.num_layers * cfg.hidden_size * 4 * (8 + 2)
                          + cfg.hidden_size * 8 * 4 + len(model.vocab) * 4 * 2)
     return int(text_and_indicators + (hist if binary_indicators else 0) + per_chunk)
 
@@ -472,6 +473,7 @@ def cell_search_steps(model, text: str, indicators: dict[str, Indicator] | None 
     """
     from explorer.core.rnn.memory import check_memory as _check  # noqa: PLC0415
     from explorer.core.rnn.replay import replay_chunks  # noqa: PLC0415
+    from explorer.core.steps import read_ahead  # noqa: PLC0415
 
     if rank_by not in ("auto", "r"):
         raise InputError(f"rank_by must be 'auto' or 'r', not {rank_by!r}")
@@ -507,7 +509,9 @@ def cell_search_steps(model, text: str, indicators: dict[str, Indicator] | None 
     shift: dict[tuple[int, str], np.ndarray] = {}
     hists = {key: _Histograms(H, bins, len(table)) for key in sums} if binary else {}
     bits, scored = 0.0, 0
-    chunks = replay_chunks(model, text, chunk, qs)
+    # The replay (torch, which releases the GIL) runs a chunk ahead in a helper thread while this
+    # thread sums and bins the previous chunk (numpy): on two cores the two overlap.
+    chunks = read_ahead(replay_chunks(model, text, chunk, qs))
     try:
         for part in chunks:
             a, b = part.start, part.stop
