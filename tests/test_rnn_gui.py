@@ -152,14 +152,36 @@ def test_bundled_menu_lists_and_loads_every_bundled_char_rnn(panel):
 
 
 def test_text_too_long_for_memory_is_refused_with_one_line(panel, qtbot, tmp_path, monkeypatch):
-    """The panel keeps every gate of every step; a text that would not fit is refused before the replay."""
+    """The panel keeps every gate of every step; a text of which not even a prefix would fit is
+    refused before the replay."""
     from explorer.core.rnn import memory
 
     save_char_rnn(random_char_rnn("lstm", layers=2, hidden=16), tmp_path / "m.pt")
     panel.load_model(tmp_path / "m.pt")
-    monkeypatch.setattr(memory, "available_bytes", lambda: 200_000_000)
-    panel.set_text(QUOTE_TEXT * 2000)  # ~180,000 characters × 400 bytes of gates each: too much
+    monkeypatch.setattr(memory, "available_bytes", lambda: 100_000_000)  # 80 MB: below the fixed overhead
+    panel.set_text(QUOTE_TEXT * 2000)
     qtbot.waitUntil(lambda: not panel.busy, timeout=30_000)
     assert panel.analysis is None
     message = panel.status.text()
     assert "of memory" in message and "characters fit" in message and "\n" not in message
+
+
+def test_text_too_long_to_keep_shows_a_prefix_and_ranks_the_whole_text(panel, qtbot, tmp_path, monkeypatch):
+    from explorer.core.rnn import memory
+    from explorer.core.rnn.cells import kept_characters
+
+    save_char_rnn(random_char_rnn("lstm", layers=2, hidden=16), tmp_path / "m.pt")
+    panel.load_model(tmp_path / "m.pt")
+    monkeypatch.setattr(memory, "available_bytes", lambda: 200_000_000)
+    text = QUOTE_TEXT * 2000  # ~180,000 characters × 400 bytes of gates each: more than fits
+    kept = kept_characters(panel.model, len(text))
+    assert 1000 < kept < len(text)
+    panel.set_text(text)
+    qtbot.waitUntil(lambda: not panel.busy, timeout=60_000)
+    assert panel.analysis is not None and panel.analysis.truncated
+    assert panel.analysis.replay.length == kept and panel.analysis.length == len(text)
+    message = panel.status.text()
+    assert f"{len(text):,} characters" in message and f"first {kept:,}" in message and "\n" not in message
+    colors = panel.cell_colors()
+    assert colors is not None and len(colors) == len(text)
+    assert (colors[kept:] == 255).all()  # beyond the kept prefix: not coloured

@@ -11,8 +11,8 @@ from rnn_fixtures import QUOTE_TEXT, planted_quote_model, random_char_rnn
 
 from explorer.cli import main
 from explorer.core.rnn import memory
-from explorer.core.rnn.cells import (analyse_text_steps, auroc_columns,
-                                     cell_search, cell_search_steps, indicator_sequences)
+from explorer.core.rnn.cells import (analysis_bytes, analyse_text_steps, auroc_columns, cell_search,
+                                     cell_search_steps, indicator_sequences, kept_characters)
 from explorer.core.rnn.model import QUANTITIES, save_char_rnn
 from explorer.core.rnn.replay import replay, replay_chunks
 from explorer.core.steps import drive
@@ -109,6 +109,32 @@ def test_streamed_search_refuses_what_cannot_fit(monkeypatch):
         drive(cell_search_steps(random_char_rnn(), TEXT))
     with pytest.raises(memory.NotEnoughMemory, match="characters fit"):
         drive(analyse_text_steps(random_char_rnn(), TEXT))
+
+
+def test_a_text_too_long_to_keep_keeps_a_prefix_and_searches_all_of_it():
+    model = random_char_rnn("lstm", layers=2, hidden=9)
+    text = TEXT * 8
+    assert len(text) > 3000
+    limit = analysis_bytes(model, 1200)
+    kept = kept_characters(model, len(text), max_bytes=limit)
+    assert 1000 <= kept <= 1200 and analysis_bytes(model, kept) <= limit < analysis_bytes(model, kept + 1)
+    steps = []
+    result = drive(analyse_text_steps(model, text, max_bytes=limit), steps.append)
+    assert result.truncated and result.length == len(text) and result.replay.length == kept
+    assert result.replay.text == text[:kept]
+    prefix = replay(model, text[:kept])  # the kept gates are the prefix's own
+    for layer in range(2):
+        for q in QUANTITIES["lstm"]:
+            np.testing.assert_array_equal(result.replay.layers[layer][q], prefix.layers[layer][q])
+    # the ranking covers the whole text: the streamed search's, not the prefix's
+    whole = drive(cell_search_steps(model, text, indicator_sequences(text))).search
+    assert {k: [c.to_dict() for c in v] for k, v in result.search.items()} == \
+        {k: [c.to_dict() for c in v] for k, v in whole.items()}
+    assert len(next(iter(result.indicators.values())).values) == len(text)
+    done = [d for d, _ in steps]
+    assert done == sorted(done) and steps[-1] == (kept + len(text), kept + len(text))
+    # a text that fits is kept whole
+    assert kept_characters(model, len(TEXT), max_bytes=analysis_bytes(model, len(TEXT))) == len(TEXT)
 
 
 @pytest.fixture

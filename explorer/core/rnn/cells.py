@@ -656,13 +656,28 @@ def find_coactivation(rep: Replay, cells: Sequence[CellRef], threshold: float, m
 
 @dataclass
 class TextAnalysis:
+    """What :func:`analyse_text_steps` returns. ``replay`` holds every gate of the first
+    ``replay.length`` characters (all of them unless the text was too long to keep); ``search`` ranks the
+    cells over the whole text of ``length`` characters, and ``indicators`` describe the whole text."""
+
     replay: Replay
     indicators: dict[str, Indicator]
     search: dict[str, list[CellScore]]
     saturation: dict
+    length: int = -1  # characters of the whole text (−1: the replay's length)
+
+    def __post_init__(self) -> None:
+        if self.length < 0:
+            self.length = self.replay.length
+
+    @property
+    def truncated(self) -> bool:
+        """True when the gates are kept for a prefix only (the search still covers the whole text)."""
+        return self.replay.length < self.length
 
 
 ANALYSIS_MAX_BYTES = 4_000_000_000  # what analyse_text_steps may hold at most (and 80 % of free memory)
+MIN_KEPT_CHARS = 1000  # a text whose first 1000 characters' gates do not fit is refused
 
 
 def analysis_bytes(model, length: int) -> int:
@@ -673,34 +688,59 @@ def analysis_bytes(model, length: int) -> int:
     return replay_bytes(model, length) + length * (8 * model.config.hidden_size + 64) + 100_000_000
 
 
+def kept_characters(model, length: int, max_bytes: int | None = ANALYSIS_MAX_BYTES) -> int:
+    """How many of ``length`` characters :func:`analyse_text_steps` can keep every gate of: all of
+    them when they fit in ``max_bytes`` and 80 % of the free memory, else the longest prefix that does."""
+    from explorer.core.rnn import memory  # noqa: PLC0415
+
+    free = memory.available_bytes()
+    room = min(0.8 * free if free is not None else float("inf"), max_bytes or float("inf"))
+    if analysis_bytes(model, length) <= room:
+        return length
+    per_char = (analysis_bytes(model, 1_000_000) - analysis_bytes(model, 0)) / 1_000_000
+    return max(0, min(length, int((room - analysis_bytes(model, 0)) / per_char)))
+
+
 def analyse_text_steps(model, text: str, regex: Sequence[str] | None = None, top: int = 5,
                        search: bool = True, max_bytes: int | None = ANALYSIS_MAX_BYTES):
     """Replay ``text`` and search its cells: yields ``(done, total)`` while reading and returns the
     :class:`TextAnalysis`. Close it to cancel (between chunks of 8192 characters).
 
     Everything is kept for every character (the explorer shows any cell at any character), about
-    4 bytes × layers × quantities × hidden size per character (9.2 KB for the bundled 2×192 LSTM), so a
-    text whose analysis would need more than ``max_bytes`` or 80 % of the free memory is refused
-    before anything is allocated (:class:`~explorer.core.rnn.memory.NotEnoughMemory`);
-    :func:`cell_search_steps` searches a text of any length.
+    4 bytes × layers × quantities × hidden size per character (9.2 KB for the bundled 2×192 LSTM). A
+    text whose analysis would need more than ``max_bytes`` or 80 % of the free memory is still read
+    to its end: the gates are kept for the longest prefix that fits (:func:`kept_characters`) and the
+    cells are ranked over the whole text by the streamed :func:`cell_search_steps` (memory bounded by
+    its histograms and a chunk). Only a text whose first :data:`MIN_KEPT_CHARS` characters do not fit
+    is refused before anything is allocated (:class:`~explorer.core.rnn.memory.NotEnoughMemory`).
     """
     from explorer.core.rnn import memory  # noqa: PLC0415
     from explorer.core.rnn.replay import gate_saturation, replay_steps  # noqa: PLC0415
+    from explorer.core.steps import map_yields  # noqa: PLC0415
 
-    try:
-        memory.check_memory(analysis_bytes(model, len(text)),
-                            f"analysing {len(text):,} characters with every gate of every step kept",
-                            limit=max_bytes)
-    except memory.NotEnoughMemory as exc:
-        per_char = analysis_bytes(model, 1_000_000) / 1_000_000
-        free = memory.available_bytes()
-        room = min(0.8 * free if free is not None else float("inf"), max_bytes or float("inf"))
-        raise memory.NotEnoughMemory(
-            f"{exc} ({memory.format_bytes(per_char)} a character with this model); about "
-            f"{int(room / per_char):,} characters fit, and the command line's cell search reads texts of "
-            f"any length", exc.needed, exc.available) from None
-
-    rep = yield from replay_steps(model, text)
+    T = len(text)
+    kept = kept_characters(model, T, max_bytes)
+    if kept < min(T, MIN_KEPT_CHARS):
+        try:
+            memory.check_memory(analysis_bytes(model, T),
+                                f"analysing {T:,} characters with every gate of every step kept",
+                                limit=max_bytes)
+        except memory.NotEnoughMemory as exc:
+            raise memory.NotEnoughMemory(
+                f"{exc}; about {kept:,} characters fit, and the command line's cell search reads texts of "
+                f"any length", exc.needed, exc.available) from None
+    if kept == T:
+        rep = yield from replay_steps(model, text)
+        indicators = indicator_sequences(text, regex) if search else {}
+        results = cell_search(rep, indicators, top=top) if search and T > 2 else {}
+        return TextAnalysis(rep, indicators, results, gate_saturation(rep))
+    # Too long to keep: the gates of a prefix for the view, the streamed search over all of it.
+    total = kept + T if search else kept
+    rep = yield from map_yields(replay_steps(model, text[:kept]), lambda step: (step[0], total))
     indicators = indicator_sequences(text, regex) if search else {}
-    results = cell_search(rep, indicators, top=top) if search and len(text) > 2 else {}
-    return TextAnalysis(rep, indicators, results, gate_saturation(rep))
+    results = {}
+    if search:
+        found = yield from map_yields(cell_search_steps(model, text, indicators, top=top),
+                                      lambda step: (kept + step[0], total))
+        results = found.search
+    return TextAnalysis(rep, indicators, results, gate_saturation(rep), length=T)

@@ -273,8 +273,12 @@ class LstmPanel(QWidget):
         if self.sender().task is not self._job or result is None or not self.view.text().startswith(result.replay.text):
             return
         self.analysis = result
-        self.statusChanged.emit(f"{result.replay.length:,} characters, {result.replay.bits_per_char():.3f} "
-                                f"bits per character")
+        if result.truncated:  # too long to keep every gate: the view colours a prefix, the ranking is whole
+            self.statusChanged.emit(f"{result.length:,} characters: cells ranked over all of them; gates kept "
+                                    f"for the first {result.replay.length:,} (memory), the rest is not coloured")
+        else:
+            self.statusChanged.emit(f"{result.replay.length:,} characters, {result.replay.bits_per_char():.3f} "
+                                    f"bits per character")
         self._fill_browser(result)
         self._fill_saturation(result)
         if self.cell is None or not self._cell_exists(self.cell):
