@@ -228,9 +228,12 @@ def block_params(model: nn.Module, prefix: str) -> int:
 
 
 def format_count(n: float) -> str:
-    """Compact numbers for narrow columns: 950, 7.1K, 3.2M, 15.5G."""
-    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= div:
+    """Compact numbers for narrow columns: 950, 7.1K, 3.2M, 15.5G (at most one decimal and 6 characters below
+    1000T; 999,950 is 1.0M, not 1000.0K)."""
+    if abs(n) < 999.5:
+        return f"{n:.0f}"
+    for unit, div in (("K", 1e3), ("M", 1e6), ("G", 1e9), ("T", 1e12)):
+        if abs(n) / div < 999.95 or unit == "T":
             return f"{n / div:.1f}{unit}"
     return f"{n:.0f}"
 

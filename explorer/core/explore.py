@@ -49,8 +49,9 @@ class LayerView:
 
 
 def compute_layer_view(loaded: LoadedModel, x: torch.Tensor, layer: str | None, norm: str = "layer",
-                       k: int = 5) -> LayerView | None:
-    """Forward ``x`` (1, C, H, W) with a hook on ``layer`` only; the top-k and the tiled grid.
+                       k: int = 5, aspect: float | None = None) -> LayerView | None:
+    """Forward ``x`` (1, C, H, W) with a hook on ``layer`` only; the top-k and the tiled grid (its columns
+    chosen to fill a pane of ``aspect`` = width / height when given, else square).
 
     Returns None when ``layer`` is None. The grid is tiled on the model's device, then copied once.
     """
@@ -63,7 +64,7 @@ def compute_layer_view(loaded: LoadedModel, x: torch.Tensor, layer: str | None, 
     maps = channel_maps(loaded.module, raw, tuple(x.shape[-2:]))
     if maps is not None:
         act = maps.maps
-        grid, layout = activation_grid(act, norm)
+        grid, layout = activation_grid(act, norm, aspect=aspect)
         prefix = np.ascontiguousarray(maps.prefix.cpu().numpy()) if maps.prefix is not None else None
         names = prefix_names(loaded.module, maps.layout.prefix) if maps.layout is not None else []
         return LayerView(layer, np.ascontiguousarray(act.cpu().numpy()), np.ascontiguousarray(grid.cpu().numpy()),
@@ -73,7 +74,7 @@ def compute_layer_view(loaded: LoadedModel, x: torch.Tensor, layer: str | None, 
         act = act[0]
     if act.dim() > 3:
         act = act.reshape(act.shape[0], act.shape[1], -1)
-    grid, layout = activation_grid(act, norm)
+    grid, layout = activation_grid(act, norm, aspect=aspect)
     return LayerView(layer, np.ascontiguousarray(act.cpu().numpy()), np.ascontiguousarray(grid.cpu().numpy()),
                      layout, top, (float(act.min()), float(act.max())))
 

@@ -52,6 +52,21 @@ def grid_layout(count: int, tile_h: int, tile_w: int, pad: int = 1, aspect: floa
     return GridLayout(count, rows, cols, tile_h, tile_w, pad)
 
 
+def fitted_layout(count: int, tile_h: int, tile_w: int, aspect: float, pad: int = 1) -> GridLayout:
+    """The column count that shows ``count`` tiles largest in a box of ``aspect`` (width / height): the
+    grid fills a tall narrow pane with few columns and a wide one with many (every count is tried)."""
+    if count <= 0:
+        return GridLayout(count, 1, 1, tile_h, tile_w, pad)
+    best, best_scale = 1, -1.0
+    for cols in range(1, count + 1):
+        rows = math.ceil(count / cols)
+        h, w = rows * (tile_h + pad) + pad, cols * (tile_w + pad) + pad
+        scale = min(aspect / w, 1.0 / h)  # the pane's height is 1, its width ``aspect``
+        if scale > best_scale * (1 + 1e-9):
+            best, best_scale = cols, scale
+    return GridLayout(count, math.ceil(count / best), best, tile_h, tile_w, pad)
+
+
 def normalize(x: torch.Tensor, mode: str = "layer") -> torch.Tensor:
     """Scale (C, H, W) to [0, 1]: over the whole layer (``layer``), or each channel on its own (``channel``)."""
     x = x.float()
@@ -92,10 +107,13 @@ def tile(x: torch.Tensor, layout: GridLayout | None = None, pad_value: float = 0
     return torch.cat([left, x], 1), layout
 
 
-def activation_grid(act: torch.Tensor, norm: str = "layer", pad: int = 1) -> tuple[torch.Tensor, GridLayout]:
+def activation_grid(act: torch.Tensor, norm: str = "layer", pad: int = 1,
+                    aspect: float | None = None) -> tuple[torch.Tensor, GridLayout]:
     """One captured activation (1, C, H, W) or (C, H, W) → (grid in [0, 1] as float32, layout).
 
     1-D activations (fully connected layers) are laid out as 1x1 tiles; use bars for those in the GUI.
+    ``aspect`` (width / height of the pane that shows the grid): columns that fill it (:func:`fitted_layout`);
+    None: a square grid.
     """
     if act.dim() == 4:
         act = act[0]
@@ -106,7 +124,8 @@ def activation_grid(act: torch.Tensor, norm: str = "layer", pad: int = 1) -> tup
     if act.dim() != 3:
         act = act.reshape(act.shape[0], 1, -1)
     scaled = normalize(act, norm)
-    layout = grid_layout(act.shape[0], act.shape[1], act.shape[2], pad=pad)
+    layout = (grid_layout(act.shape[0], act.shape[1], act.shape[2], pad=pad) if aspect is None else
+              fitted_layout(act.shape[0], act.shape[1], act.shape[2], aspect, pad=pad))
     return tile(scaled, layout, pad_value=0.0)
 
 

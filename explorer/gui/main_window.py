@@ -121,6 +121,7 @@ class MainWindow(QMainWindow):
         self.activations.set_overlay_runner(overlay_runner)
         self.activations.unit_selected.connect(self.set_unit)
         self.activations.norm_changed.connect(self._set_norm)
+        self.activations.grid_aspect_changed.connect(self.recompute)  # tiles laid out to fill the pane
         self.filters = FilterPanel()
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
@@ -278,6 +279,29 @@ class MainWindow(QMainWindow):
         menu = [a.menu() for a in self.menuBar().actions() if a.text() == "&View"][0]
         menu.clear()
         self._fill_view_menu(menu)
+
+    # -- room for the centre -------------------------------------------------------------------------
+    MIN_CENTRE = 520  # px the tabs keep when the window shrinks (a 1024 px laptop screen); docks give way
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().resizeEvent(event)
+        if event.size().width() < event.oldSize().width() or event.oldSize().width() < 0:
+            self.keep_centre_room()
+
+    def keep_centre_room(self) -> None:
+        """Narrow the side docks so the centre keeps ``MIN_CENTRE`` px: the input dock first (to 190 px; its
+        picture scales), then the layer table (to 160 px); wider windows leave the docks as the user sized them."""
+        docks = [d for d in (self.input_dock, self.layers_dock) if d.isVisible() and not d.isFloating()]
+        excess = self.MIN_CENTRE - self.centralWidget().width()
+        if not docks or excess <= 0:
+            return
+        widths = []
+        for dock in docks:
+            floor = 190 if dock is self.input_dock else 160
+            give = min(excess, max(dock.width() - floor, 0))
+            widths.append(dock.width() - give)
+            excess -= give
+        self.resizeDocks(docks, widths, Qt.Horizontal)
 
     # -- settings ------------------------------------------------------------------------------------
     def _restore_settings(self) -> None:
@@ -579,7 +603,8 @@ class MainWindow(QMainWindow):
         self.filter_runner.submit(compute_filter_view, self.loaded.module, self.layer, self.unit)
         if self.x is None:
             return
-        self.forward_runner.submit(compute_layer_view, self.loaded, self.x, self.layer, self.norm)
+        self.forward_runner.submit(compute_layer_view, self.loaded, self.x, self.layer, self.norm, 5,
+                                   self.activations.request_aspect())
 
     def _show_layer_view(self, view) -> None:
         self.layer_view = view

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QEvent, Qt, QTimer, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QSlider, QSplitter, QVBoxLayout,
                                QWidget)
 
@@ -13,10 +13,15 @@ from explorer.gui.widgets.image_pane import ImagePane, lookup_table
 
 
 class ActivationView(QWidget):
-    """Shows a :class:`LayerView`; click a tile or use the arrow keys to select a unit."""
+    """Shows a :class:`LayerView`; click a tile or use the arrow keys to select a unit.
+
+    ``grid_aspect_changed`` asks for a new grid when the grid's pane changed shape: the window lays the
+    tiles out to fill the pane (:meth:`grid_aspect`), instead of a square grid sitting small in it.
+    """
 
     unit_selected = Signal(int)
     norm_changed = Signal(str)
+    grid_aspect_changed = Signal()
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -30,6 +35,10 @@ class ActivationView(QWidget):
         self.grid_pane = ImagePane(title="all channels")
         self.grid_pane.setToolTip("Every channel of the selected layer. Click a tile or use the arrow keys.")
         self.grid_pane.clicked.connect(self._grid_clicked)
+        self.grid_pane.installEventFilter(self)
+        self._requested_aspect: float | None = None  # the aspect the shown grid was laid out for
+        self._aspect_timer = QTimer(self, singleShot=True, interval=150)  # one request after a drag
+        self._aspect_timer.timeout.connect(self._check_aspect)
         self.bars = pg.PlotWidget(background="#202124")
         self.bars.setToolTip("A fully connected layer: one bar per unit. Click a bar to select it.")
         self.bars.setMouseEnabled(x=True, y=False)
@@ -44,6 +53,8 @@ class ActivationView(QWidget):
         self.unit_pane.setToolTip("The selected unit's activation map, optionally over the input.")
         self.info = QLabel("no layer selected")
         self.info.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.info.setWordWrap(True)  # a long line must not hold the splitter wide (the grid needs the room)
+        self.info.setMinimumWidth(120)
         self.overlay_box = QCheckBox("overlay on input")
         self.overlay_box.setToolTip("Show the unit's map, scaled to the input, over the input image (O)")
         self.overlay_box.toggled.connect(self._show_unit)
@@ -76,13 +87,42 @@ class ActivationView(QWidget):
         scale.addStretch(1)
         rv.addLayout(scale)
         rv.addWidget(self.info)
+        self.opacity.setMinimumWidth(40)
         splitter = QSplitter(Qt.Horizontal)
         splitter.addWidget(left)
         splitter.addWidget(right)
-        splitter.setSizes([700, 350])
+        splitter.setStretchFactor(0, 1)
+        splitter.setStretchFactor(1, 1)
+        splitter.setSizes([500, 500])
+        self.splitter = splitter
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(splitter)
+
+    # -- the grid's shape ----------------------------------------------------------------------------
+    def grid_aspect(self) -> float:
+        """Width / height of the area the grid is drawn in (1.0 before the pane has a size)."""
+        rect = self.grid_pane.view.sceneBoundingRect()
+        w, h = rect.width(), rect.height()
+        if w < 8 or h < 8:
+            w, h = self.grid_pane.width(), self.grid_pane.height() - 20
+        return float(w) / float(h) if w > 0 and h > 0 else 1.0
+
+    def request_aspect(self) -> float:
+        """The aspect to lay the next grid out for (remembered, so a resize asks again only when it changed)."""
+        self._requested_aspect = self.grid_aspect()
+        return self._requested_aspect
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt's name
+        if watched is self.grid_pane and event.type() == QEvent.Resize:
+            self._aspect_timer.start()
+        return super().eventFilter(watched, event)
+
+    def _check_aspect(self) -> None:
+        old, new = self._requested_aspect, self.grid_aspect()
+        if old is not None and self.layer_view is not None and not self.layer_view.is_vector \
+                and abs(new - old) > 0.12 * max(old, new):
+            self.grid_aspect_changed.emit()
 
     # -- showing -------------------------------------------------------------------------------------
     def set_picture(self, picture: np.ndarray | None) -> None:

@@ -1,14 +1,39 @@
-"""The layer table: every module with type, output shape, parameters and MACs; step through with keys."""
+"""The layer table: every module with type, output shape, parameters and MACs; step through with keys.
+
+Narrow enough for a laptop's dock: a module shows its own name indented under its parent (the full path in
+the tooltip), counts are compact (7.1M, 1.8G; the exact value in the tooltip), and the class name comes
+last, where a narrow dock elides it (the tooltip has it) rather than push the numbers out of view.
+"""
 from __future__ import annotations
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QItemSelectionModel, Qt, Signal
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableView
 
+from explorer.core.costs import format_count
 from explorer.core.probe import LayerInfo
 
-COLUMNS = ("layer", "type", "output", "params", "MACs")
-TIPS = ("Module path inside the model", "Module class", "Output shape for one input (C x H x W)",
-        "Parameters the module owns itself", "Multiply-accumulates for one input at the current input size")
+COLUMNS = ("layer", "output", "params", "MACs", "type")
+LAYER, OUTPUT, PARAMS, MACS, TYPE = range(len(COLUMNS))
+TIPS = ("Module name, indented under its parent (the tooltip has the full path)",
+        "Output shape for one input (C x H x W)",
+        "Parameters the module owns itself (K = 10^3, M = 10^6, G = 10^9; the tooltip has the exact number)",
+        "Multiply-accumulates for one input at the current input size (K, M, G; the tooltip has the exact number)",
+        "Module class")
+INDENT = "  "
+
+
+def short_name(row: LayerInfo) -> str:
+    """The module's own name, indented by its depth: ``features.conv1`` at depth 1 is ``  conv1``."""
+    return INDENT * row.depth + row.name.rsplit(".", 1)[-1]
+
+
+def row_tooltip(row: LayerInfo) -> str:
+    lines = [f"{row.name} ({row.type}), called {row.calls}x"]
+    if row.params:
+        lines.append(f"params {row.params:,}")
+    if row.macs:
+        lines.append(f"MACs {row.macs:,}")
+    return "\n".join(lines)
 
 
 class LayerTableModel(QAbstractTableModel):
@@ -39,22 +64,22 @@ class LayerTableModel(QAbstractTableModel):
         row = self.rows[index.row()]
         col = index.column()
         if role == Qt.DisplayRole:
-            if col == 0:
-                return "  " * row.depth + row.name
-            if col == 1:
+            if col == LAYER:
+                return short_name(row)
+            if col == TYPE:
                 return row.type
-            if col == 2:
+            if col == OUTPUT:
                 return "x".join(map(str, row.output_shape)) if row.output_shape is not None else "—"
-            if col == 3:
-                return f"{row.params:,}" if row.params else ""
-            if col == 4:
-                return f"{row.macs:,}" if row.macs else ""
-        if role == Qt.TextAlignmentRole and col >= 3:
+            if col == PARAMS:
+                return format_count(row.params) if row.params else ""
+            if col == MACS:
+                return format_count(row.macs) if row.macs else ""
+        if role == Qt.TextAlignmentRole and col in (PARAMS, MACS):
             return int(Qt.AlignRight | Qt.AlignVCenter)
         if role == Qt.ForegroundRole and row.output_shape is None:
             return Qt.gray
         if role == Qt.ToolTipRole:
-            return f"{row.name} ({row.type}), called {row.calls}x"
+            return row_tooltip(row)
         return None
 
 
@@ -71,14 +96,36 @@ class LayerTable(QTableView):
         self.setSelectionMode(QAbstractItemView.SingleSelection)
         self.verticalHeader().setVisible(False)
         self.verticalHeader().setDefaultSectionSize(20)
-        self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
-        self.horizontalHeader().setStretchLastSection(True)
+        header = self.horizontalHeader()
+        header.setMinimumSectionSize(24)
+        header.setSectionResizeMode(QHeaderView.ResizeToContents)
+        header.setSectionResizeMode(TYPE, QHeaderView.Stretch)  # what is left; elided when narrow
+        self.setTextElideMode(Qt.ElideRight)
         self.setAlternatingRowColors(True)
         self.setToolTip("Layers of the model. Up/Down or Ctrl+Up/Ctrl+Down step through them.")
         self.selectionModel().currentRowChanged.connect(self._row_changed)
 
     def set_rows(self, rows: list[LayerInfo]) -> None:
         self.table_model.set_rows(rows)
+        self.fit_columns()
+
+    def fit_columns(self) -> None:
+        """Every column as wide as its contents; the last (the class name) takes what is left."""
+        self.resizeColumnsToContents()
+        self.updateGeometry()  # the dock reads the new size hint
+
+    def sizeHint(self):  # noqa: N802 - Qt's name: as wide as the columns (the dock asks for this width)
+        hint = super().sizeHint()
+        if self.table_model.rows:
+            hint.setWidth(self.columns_width() + 2 * self.frameWidth() + self.verticalScrollBar().sizeHint().width())
+        return hint
+
+    def columns_width(self) -> int:
+        """The width the columns need (the last one at its contents, not stretched)."""
+        header = self.horizontalHeader()
+        last = header.count() - 1
+        return sum(header.sectionSize(c) for c in range(last)) + max(self.sizeHintForColumn(last),
+                                                                      header.sectionSizeHint(last))
 
     def names(self) -> list[str]:
         return [r.name for r in self.table_model.rows]

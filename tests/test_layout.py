@@ -1,0 +1,129 @@
+"""Laptop screens: the window at 1024x640 keeps its centre, the layer table's numbers in view, the grid
+filling its pane; compact counts that read back as the exact number."""
+from __future__ import annotations
+
+import math
+import random
+import re
+
+import pytest
+import torch
+
+from explorer.core.costs import format_count
+from explorer.core.tiling import activation_grid, fitted_layout, grid_layout
+from explorer.gui.widgets.layer_table import LAYER, MACS, OUTPUT, PARAMS, TYPE
+
+from test_gui import close_window, options, wait_idle
+
+UNITS = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+
+
+def read_count(text: str) -> float:
+    match = re.fullmatch(r"(-?\d+(?:\.\d)?)([KMGT]?)", text)
+    assert match, f"{text!r} is not a compact count"
+    return float(match.group(1)) * UNITS[match.group(2)]
+
+
+def test_format_count_is_compact_and_reads_back_within_half_a_digit():
+    rng = random.Random(0)
+    values = [0, 7, 432, 999, 999.4, 999.5, 1000, 4608, 99_949, 99_950, 999_949, 999_950, 7_077_888,
+              18_874_368, 999_949_999, 1_800_000_000, 138_357_544, 5 * 10**12]
+    values += [round(10 ** rng.uniform(0, 14)) for _ in range(300)]
+    for n in values:
+        text = format_count(n)
+        assert len(text) <= 6, (n, text)
+        back = read_count(text)
+        unit = UNITS[text[-1]] if text[-1] in UNITS else 1
+        step = unit * (0.1 if "." in text else 1)  # the last digit shown
+        assert abs(back - n) <= step / 2 + 1e-6 * unit, (n, text)
+        assert not text.startswith("1000"), (n, text)  # 999,950 is 1.0M, not 1000.0K
+    assert format_count(7_077_888) == "7.1M" and format_count(1_800_000_000) == "1.8G"
+
+
+def test_fitted_layout_shows_tiles_larger_than_any_other_column_count():
+    for count, th, tw, aspect in [(16, 128, 128, 0.5), (16, 128, 128, 2.0), (768, 14, 14, 0.6), (64, 8, 8, 1.0),
+                                  (3, 64, 64, 0.2), (10, 4, 40, 1.0)]:
+        layout = fitted_layout(count, th, tw, aspect)
+        assert layout.rows * layout.cols >= count > (layout.rows - 1) * layout.cols
+
+        def tile_scale(cols):  # pixels per activation pixel in a pane of width aspect, height 1
+            rows = math.ceil(count / cols)
+            return min(aspect / (cols * (tw + 1) + 1), 1 / (rows * (th + 1) + 1))
+        assert tile_scale(layout.cols) >= max(tile_scale(c) for c in range(1, count + 1)) - 1e-12
+    # a tall pane gets fewer columns than a square grid, a wide one more
+    assert fitted_layout(16, 32, 32, 0.4).cols < grid_layout(16, 32, 32).cols < fitted_layout(16, 32, 32, 2.5).cols
+
+
+def test_activation_grid_places_each_channel_where_the_fitted_layout_says():
+    act = torch.rand(10, 5, 7)
+    grid, layout = activation_grid(act, "layer", aspect=3.0)
+    assert (layout.rows, layout.cols) == (fitted_layout(10, 5, 7, 3.0).rows, fitted_layout(10, 5, 7, 3.0).cols)
+    scaled = (act - act.min()) / (act.max() - act.min())
+    for unit in range(10):
+        top, left = layout.tile_origin(unit)
+        assert torch.allclose(grid[top:top + 5, left:left + 7], scaled[unit], atol=1e-6)
+
+
+@pytest.fixture
+def laptop_window(qtbot, no_thread_leak):
+    from explorer.gui.app import create_window  # noqa: PLC0415
+
+    window = create_window(options(), interactive=False)  # bundled model, sample images
+    qtbot.addWidget(window)
+    window.show()
+    wait_idle(qtbot, window)
+    window.resize(1024, 640)
+    qtbot.wait(300)  # the grid asks for a new layout once its pane has settled
+    wait_idle(qtbot, window)
+    yield window
+    close_window(qtbot, window)
+
+
+def test_centre_keeps_room_and_layer_numbers_are_not_cut_at_1024x640(laptop_window):
+    window = laptop_window
+    assert window.width() == 1024
+    assert window.centralWidget().width() >= 500
+    table = window.layers
+    assert table.isVisible() and table.viewport().width() > 0
+    header = table.horizontalHeader()
+    metrics = table.fontMetrics()
+    model = table.model()
+    # the name, shape and counts: every cell's text fits its column ...
+    for col in (LAYER, OUTPUT, PARAMS, MACS):
+        texts = [model.headerData(col, 1)] + [model.index(r, col).data() or "" for r in range(model.rowCount())]
+        need = max(metrics.horizontalAdvance(t) for t in texts)
+        assert header.sectionSize(col) >= need, (col, header.sectionSize(col), need)
+    # ... and all columns lie inside the viewport (no horizontal scrolling to reach params and MACs)
+    assert sum(header.sectionSize(c) for c in range(header.count())) <= table.viewport().width()
+    assert header.sectionViewportPosition(MACS) + header.sectionSize(MACS) <= table.viewport().width()
+    # the class name, last, gets the rest (elided if need be; the tooltip has it)
+    assert header.sectionSize(TYPE) >= 24
+
+
+def test_layer_table_shows_compact_counts_with_the_exact_value_in_the_tooltip(laptop_window):
+    table = laptop_window.layers
+    model = table.model()
+    rows = table.table_model.rows
+    conv = next(i for i, r in enumerate(rows) if r.macs > 10**6)
+    row = rows[conv]
+    assert model.index(conv, MACS).data() == format_count(row.macs)
+    assert model.index(conv, PARAMS).data() == format_count(row.params)
+    tip = model.index(conv, MACS).data(3)  # Qt.ToolTipRole
+    assert f"{row.macs:,}" in tip and f"{row.params:,}" in tip and row.name in tip
+    assert model.index(conv, LAYER).data().strip() == row.name.rsplit(".", 1)[-1]
+
+
+def test_activation_grid_fills_its_pane(qtbot, laptop_window):
+    window = laptop_window
+    pane = window.activations.grid_pane
+    view_rect = pane.view.sceneBoundingRect()
+    image_rect = pane.image_item.sceneBoundingRect()
+    inside = view_rect.intersected(image_rect)
+    covered = inside.width() * inside.height() / (view_rect.width() * view_rect.height())
+    # a square 4x4 grid of 16 channels in this tall pane would cover about half of it
+    layout = window.layer_view.layout
+    assert covered >= 0.75, (covered, layout, view_rect)
+    # a wider pane (splitter dragged) gets a grid with more columns
+    before = layout.cols
+    window.activations.splitter.setSizes([900, 100])
+    qtbot.waitUntil(lambda: window.layer_view.layout.cols > before, timeout=10_000)
