@@ -174,6 +174,8 @@ def _sha256(path: Path) -> str:
 
 def _model_name(weights) -> str:
     """``resnet18`` for ``ResNet18_Weights.IMAGENET1K_V1``; the file name's stem for anything else."""
+    if getattr(weights, "model_name", None):  # timm's weights (core.models.zoo.TimmWeights) carry their name
+        return weights.model_name
     import torchvision  # noqa: PLC0415 - only to name the model in messages
 
     for name in torchvision.models.list_models(module=torchvision.models):

@@ -8,7 +8,8 @@ import torch
 from explorer.core.errors import ModelLoadError
 from explorer.core.models.device import resolve_device
 from explorer.core.models.spec import LoadedModel, ProgressFn, check_labels, read_labels_file
-from explorer.core.models.zoo import load_zoo_model_steps, zoo_names
+from explorer.core.models.zoo import (TIMM_EXTRA, load_timm_model_steps, load_zoo_model_steps, timm_available,
+                                      timm_name, zoo_names)
 from explorer.core.resources import MODELS_DIR
 from explorer.core.steps import drive
 from explorer.core.tensors import first_tensor
@@ -44,8 +45,9 @@ def load_model_steps(name: str | None = None, *, checkpoint: str | Path | None =
 
     Parameters
     ----------
-    name : a bundled name (``shapes``), a torchvision name (``resnet18``), a checkpoint file path, or
-        None for the bundled default.
+    name : a bundled name (``shapes``), a torchvision name (``resnet18``), a timm name (``timm:deit_tiny_patch16_224``,
+        or a plain name torchvision lacks; the optional extra ``vit``), a checkpoint file path, or None for
+        the bundled default.
     checkpoint : a checkpoint file; ``name`` (if a zoo name) then says which architecture it fits.
     weights : ``"pretrained"`` (download once, cached) or ``"none"`` (random, shown as untrained);
         ignored when a checkpoint is given.
@@ -62,9 +64,14 @@ def load_model_steps(name: str | None = None, *, checkpoint: str | Path | None =
     elif name in zoo_names():
         loaded = yield from load_zoo_model_steps(name, weights=weights, weights_url=weights_url,
                                                  input_size=input_size)
+    elif (timm := timm_name(name)) is not None:  # timm:NAME, or a name only timm knows
+        loaded = yield from load_timm_model_steps(timm, weights=weights, weights_url=weights_url,
+                                                  input_size=input_size)
     else:
+        extra = "" if timm_available() else f"; {TIMM_EXTRA}"
         raise ModelLoadError(f"unknown model {name!r}: not a file, not bundled "
-                             f"({', '.join(bundled_names())}), not a torchvision classification model")
+                             f"({', '.join(bundled_names())}), not a torchvision classification model"
+                             + (", not a timm model" if not extra else "") + extra)
     labels = read_labels_file(labels_file) if labels_file else None
     loaded.module.eval()
     for p in loaded.module.parameters():
