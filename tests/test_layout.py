@@ -127,3 +127,15 @@ def test_activation_grid_fills_its_pane(qtbot, laptop_window):
     before = layout.cols
     window.activations.splitter.setSizes([900, 100])
     qtbot.waitUntil(lambda: window.layer_view.layout.cols > before, timeout=10_000)
+
+
+def test_attribution_map_keeps_the_window_height_and_room_at_1024x640(qtbot, laptop_window):
+    window = laptop_window
+    window.show_view("attribution")
+    panel = window.attribution_panel
+    qtbot.waitUntil(lambda: panel.result is not None and not window.busy, timeout=60_000)
+    qtbot.wait(100)
+    page = window.tabs.currentWidget()  # the tab's scroll area: the panel fits it, its controls scroll
+    assert panel.height() <= page.viewport().height()
+    assert page.verticalScrollBar().maximum() == 0
+    assert panel.pane.width() >= 250 and panel.pane.height() >= 400, (panel.pane.width(), panel.pane.height())

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QProgressBar,
-                               QPushButton, QSlider, QSpinBox, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QFrame, QGroupBox, QHBoxLayout, QLabel,
+                               QProgressBar, QPushButton, QScrollArea, QSlider, QSpinBox, QSplitter, QVBoxLayout,
+                               QWidget)
 
 from explorer.core.attribution.attention import FUSIONS
 from explorer.core.attribution.methods import (METHODS, TRANSFORMER_METHODS, AttentionSettings, AttributionResult,
@@ -154,10 +155,28 @@ class AttributionPanel(QWidget):
         side.addStretch(1)
         side_widget = QWidget()
         side_widget.setLayout(side)
-        side_widget.setFixedWidth(300)
+        # laptop screens: the controls scroll on their own (the map keeps the window's height), and a
+        # splitter lets the map take the width; long form rows put the field under its label when narrow
+        for form in (tf, mf, vf):
+            form.setRowWrapPolicy(QFormLayout.WrapLongRows)
+        side_widget.setMinimumWidth(230)
+        side_scroll = QScrollArea()
+        side_scroll.setWidget(side_widget)
+        side_scroll.setWidgetResizable(True)
+        side_scroll.setFrameShape(QFrame.NoFrame)
+        side_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        side_scroll.setMinimumWidth(230 + side_scroll.verticalScrollBar().sizeHint().width())
+        splitter = QSplitter(Qt.Horizontal)
+        splitter.addWidget(self.pane)
+        splitter.addWidget(side_scroll)
+        splitter.setStretchFactor(0, 1)
+        splitter.setStretchFactor(1, 0)
+        splitter.setCollapsible(0, False)
+        splitter.setSizes([10_000, 250])
         layout = QHBoxLayout(self)
-        layout.addWidget(self.pane, 1)
-        layout.addWidget(side_widget)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(splitter)
+        self.splitter = splitter
 
         self.run_button.clicked.connect(self.compute)
         self.cancel_button.clicked.connect(self.cancel)
