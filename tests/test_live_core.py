@@ -8,8 +8,9 @@ import numpy as np
 import torch
 import pytest
 
-from explorer.core.live import FrameSlot, LiveFrame, LivePipeline, LiveRunner, LiveStats, default_layer
-from explorer.core.preprocess import image_to_tensor
+from explorer.core.live import (RUNNER_STAGES, FrameSlot, LiveFrame, LivePipeline, LiveRunner, LiveStats, default_layer,
+                                fit_frame)
+from explorer.core.preprocess import FIT_MODES, fit_image, image_to_tensor
 
 from live_fixtures import layer_output, naive_layer_grid, tiny_model
 
@@ -48,8 +49,11 @@ def test_pipeline_grid_matches_naive_tiling_of_hooked_activations():
     expected = naive_layer_grid(act)
     assert result.grid.dtype == np.uint8 and result.grid.shape == expected.shape
     assert np.abs(result.grid.astype(int) - expected).max() <= 1
-    np.testing.assert_allclose(result.unit_map, act[3], rtol=1e-4, atol=1e-5)
-    assert result.unit_levels == pytest.approx((act[3].min(), act[3].max()), rel=1e-4, abs=1e-5)
+    # The oracle resizes with Pillow, the pipeline with torch's uint8 kernel: a few pixels differ by one
+    # level, which moves activations by well under 1 % of the unit's range (another frame: by ~100 %).
+    span = float(np.ptp(act[3]))
+    np.testing.assert_allclose(result.unit_map, act[3], rtol=0, atol=1e-2 * span)
+    assert result.unit_levels == pytest.approx((act[3].min(), act[3].max()), abs=1e-2 * span)
     assert set(result.timings) == {"preprocess", "forward", "tile"}
 
 
@@ -70,7 +74,7 @@ def test_slow_model_drops_frames_instead_of_queueing():
     runner = LiveRunner(LivePipeline(tiny_model(delay=0.2), layer="conv1"), results.append)
     try:
         runner.submit(frame(0))
-        while runner.slot.full:  # until the worker has taken frame 0 and is busy with it
+        while runner.held["forward"] == 0:  # until frame 0 is in the model
             time.sleep(0.001)
         for i in range(1, 10):
             runner.submit(frame(i))
@@ -78,9 +82,132 @@ def test_slow_model_drops_frames_instead_of_queueing():
     finally:
         runner.stop()
     assert not runner.alive
-    # Nine frames arrive while the model is busy with the first: the last one waits, the rest are replaced.
-    assert [r.frame.index for r in results] == [0, 9]
-    assert runner.dropped == 8
+    # Nine frames arrive while the model is busy with the first: the prepare stage holds one of them
+    # (the first it saw), the slot the newest; the rest were replaced there, never queued.
+    indices = [r.frame.index for r in results]
+    assert indices[0] == 0 and indices[-1] == 9 and len(indices) <= 3
+    assert indices == sorted(set(indices))
+    assert runner.dropped == 10 - len(indices) and runner.processed == len(indices)
+
+
+def test_pipeline_holds_one_item_per_stage_and_the_newest_frame_wins():
+    # A slow model and a source much faster than it: count what each stage holds and what is in flight.
+    results, in_flight = [], []
+    runner = LiveRunner(LivePipeline(tiny_model(delay=0.05), layer="conv1"), results.append)
+    try:
+        for i in range(60):
+            runner.submit(frame(i))
+            in_flight.append(runner.submitted - runner.dropped - runner.processed - runner.failed)
+            time.sleep(0.004)
+        assert runner.wait_idle(timeout=10)
+    finally:
+        runner.stop()
+    assert set(runner.peak_held) == set(RUNNER_STAGES)
+    assert max(runner.peak_held.values()) == 1  # each stage held one item at most (and did work)
+    assert max(in_flight) <= 1 + len(RUNNER_STAGES)  # the waiting frame and one per stage, no queue
+    indices = [r.frame.index for r in results]
+    assert indices == sorted(set(indices))  # shown in order of arrival, none twice
+    assert indices[-1] == 59  # the newest frame wins
+    assert runner.dropped == 60 - len(indices) and runner.dropped > 30  # most were dropped, none queued
+
+
+class _GatedPipeline(LivePipeline):
+    """Records when each stage starts on which frame; frame 0's forward waits until the prepare stage
+    has started on frame 1, and frame 0's tiling until the forward has started on frame 1: both waits
+    end only if the stages overlap (a serial worker would leave them waiting out their timeout)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.prepared_1, self.inferring_1 = threading.Event(), threading.Event()
+        self.overlapped: dict[str, bool] = {}
+        self.threads: dict[str, int] = {}
+
+    def prepare(self, f):
+        self.threads["prepare"] = torch.get_num_threads()
+        if f.index == 1:
+            self.prepared_1.set()
+        return super().prepare(f)
+
+    def infer(self, prepared):
+        self.threads["forward"] = torch.get_num_threads()
+        if prepared.frame.index == 0:
+            self.overlapped["prepare during forward"] = self.prepared_1.wait(3)
+        else:
+            self.inferring_1.set()
+        return super().infer(prepared)
+
+    def finish(self, inferred):
+        self.threads["tile"] = torch.get_num_threads()
+        if inferred.prepared.frame.index == 0:
+            self.overlapped["tile during forward"] = self.inferring_1.wait(3)
+        return super().finish(inferred)
+
+
+def test_stages_overlap_and_keep_their_thread_counts():
+    default = torch.get_num_threads()
+    results = []
+    pipe = _GatedPipeline(tiny_model(), layer="conv1")
+    runner = LiveRunner(pipe, results.append, forward_threads=default + 1)
+    try:
+        runner.submit(frame(0))
+        while runner.held["forward"] == 0:
+            time.sleep(0.001)
+        runner.submit(frame(1))
+        assert runner.wait_idle(timeout=10)
+    finally:
+        runner.stop()
+    assert pipe.overlapped == {"prepare during forward": True, "tile during forward": True}
+    assert [r.frame.index for r in results] == [0, 1]
+    assert pipe.threads == {"prepare": 1, "forward": default + 1, "tile": 1}
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    t.start()
+    t.join()
+    assert torch.get_num_threads() == default and seen == [default]  # the process's default is left as it was
+
+
+def test_every_grid_belongs_to_the_frame_it_is_labelled_with_under_a_slow_model():
+    loaded = tiny_model(delay=0.03)
+    pipe = LivePipeline(loaded, layer="conv1")
+    results = []
+    runner = LiveRunner(pipe, results.append)
+    try:
+        for i in range(40):
+            if i == 20:
+                pipe.set_layer("conv2")  # a layer change midway: each result says which layer it shows
+            runner.submit(frame(100 + i))
+            time.sleep(0.005)
+        assert runner.wait_idle(timeout=10)
+    finally:
+        runner.stop()
+    assert len(results) >= 4 and {r.layer for r in results} == {"conv1", "conv2"}
+    for r in results:
+        act = layer_output(loaded, image_to_tensor(r.frame.image, loaded.spec), r.layer)
+        expected = naive_layer_grid(act)
+        assert r.grid.shape == expected.shape
+        assert np.abs(r.grid.astype(int) - expected).max() <= 1, f"frame {r.frame.index}"
+        np.testing.assert_array_equal(r.model_input, fit_frame(r.frame.image, loaded.spec.size))
+
+
+@pytest.mark.parametrize("mode", FIT_MODES)
+@pytest.mark.parametrize("shape", [(480, 640), (64, 96), (20, 30), (224, 224)])
+def test_fit_frame_matches_pillow_within_one_level(mode, shape):
+    image = np.random.default_rng(shape[1]).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    got, ref = fit_frame(image, (32, 48), mode), fit_image(image, (32, 48), mode)
+    assert got.shape == ref.shape == (32, 48, 3) and got.dtype == np.uint8 and got.flags.c_contiguous
+    diff = np.abs(got.astype(int) - ref)
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.01
+
+
+def test_preprocess_matches_the_still_image_path_and_is_nchw_on_the_cpu():
+    loaded = tiny_model()
+    image = frame(5, shape=(120, 160)).image
+    x, fitted = LivePipeline(loaded).preprocess(image)
+    ref = image_to_tensor(image, loaded.spec)
+    assert x.shape == ref.shape and x.dtype == torch.float32 and x.is_contiguous()
+    step = 1.0 / (255.0 * min(loaded.spec.std))  # one uint8 level after normalisation
+    assert float((x - ref).abs().max()) <= step * 1.001
+    np.testing.assert_array_equal(fitted, fit_frame(image, loaded.spec.size))
 
 
 def test_stats_report_fps_stage_latency_and_drops():

@@ -121,7 +121,8 @@ def test_slow_model_drops_frames_instead_of_queueing(qtbot, panel, video):
     # 25 fps against a 4 fps model: about six frames arrive per forward pass. Queued, the shown frames
     # would be consecutive and ever older; replaced, they skip ahead and stay about one pass old.
     indices = [r.frame.index for r in seen]
-    assert min(b - a for a, b in zip(indices, indices[1:])) >= 2
+    # (the first frame after the start may follow the one before: it was prepared while that ran)
+    assert min(b - a for a, b in zip(indices[1:], indices[2:])) >= 2
     assert s["dropped"] >= 2 * len(seen)
     assert max(list(panel.live_stats.latencies)[-3:]) < 2 * 0.25 + 0.5
 

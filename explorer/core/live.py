@@ -1,9 +1,13 @@
 """The live pipeline, Qt-free: newest frame → preprocess → forward (hooked layer only) → tile.
 
-A :class:`LiveRunner` runs :class:`LivePipeline` on a worker thread and feeds it from a
-:class:`FrameSlot`, a mailbox with room for one frame: a frame that arrives while the model is busy
-replaces the waiting one (counted as dropped), so the display is never more than one frame behind
-the camera and nothing queues up (the Deep Visualization Toolbox did the same).
+A :class:`LiveRunner` runs :class:`LivePipeline`'s three stages on three threads, overlapped: while the
+model runs frame n, frame n+1 is decoded and preprocessed and frame n−1's grid is tiled and handed to
+the display. Each stage holds at most one item and takes a new one only once the next stage has taken
+its last, so nothing queues; frames that arrive meanwhile replace each other in a :class:`FrameSlot`
+(counted as dropped) at the first stage: the newest frame wins and the display stays about one forward
+pass behind the camera (the Deep Visualization Toolbox kept one waiting frame too).
+The forward thread keeps torch's intra-op thread count; the two helper stages run with one thread each,
+so that on a small CPU their short operations do not start thread teams that fight the forward's.
 The GUI and ``deep-explorer bench live`` are two thin callers of this module.
 """
 from __future__ import annotations
@@ -21,12 +25,14 @@ from torch import nn
 
 from explorer.core.errors import InputError
 from explorer.core.models.spec import LoadedModel
-from explorer.core.preprocess import fit_image
+from explorer.core.preprocess import FIT_MODES
 from explorer.core.probe import default_layer as probe_default_layer
 from explorer.core.probe import leaves_of
 from explorer.core.tiling import GridLayout, activation_grid
 
 STAGES = ("preprocess", "forward", "tile", "display")
+RUNNER_STAGES = ("prepare", "forward", "tile")  # the worker threads of :class:`LiveRunner`
+JUST_IN_TIME_MARGIN_S = 0.003  # the prepare stage starts this much earlier than it needs to
 
 
 class FrameSlot:
@@ -34,6 +40,7 @@ class FrameSlot:
 
     ``put`` never blocks: it replaces what is waiting and says whether it did (a dropped item).
     ``take`` blocks until an item is there, the timeout passes (None) or the slot is closed (None).
+    ``wait_empty`` lets a producer wait until its last item was taken (the pipeline's back-pressure).
     """
 
     def __init__(self) -> None:
@@ -47,22 +54,35 @@ class FrameSlot:
         with self._cond:
             replaced = self._full
             self._item, self._full = item, True
-            self._cond.notify()
+            self._cond.notify_all()
             return replaced
 
-    def take(self, timeout: float | None = None) -> Any:
+    def take(self, timeout: float | None = None, on_take: Callable[[], None] | None = None) -> Any:
+        """The waiting item, or None. ``on_take()`` runs when an item is taken, before a producer waiting
+        in :meth:`wait_empty` can see the slot empty."""
         with self._cond:
             if not self._full and not self._closed:
                 self._cond.wait(timeout)
             if not self._full:
                 return None
             item, self._item, self._full = self._item, None, False
+            if on_take is not None:
+                on_take()
+            self._cond.notify_all()
             return item
 
     def take_nowait(self) -> Any:
         with self._cond:
             item, self._item, self._full = self._item, None, False
+            self._cond.notify_all()
             return item
+
+    def wait_empty(self, timeout: float | None = None) -> bool:
+        """Wait until the slot is empty; False when it is still full after ``timeout`` or closed."""
+        with self._cond:
+            if self._full and not self._closed:
+                self._cond.wait_for(lambda: not self._full or self._closed, timeout)
+            return not self._full and not self._closed
 
     def close(self) -> None:
         with self._cond:
@@ -153,9 +173,11 @@ class LivePipeline:
         spec = loaded.spec
         self._mean = torch.tensor(spec.mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self._std = torch.tensor(spec.std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        self._scale, self._shift = 1.0 / (255.0 * self._std), self._mean / self._std
         self.layer = layer or default_layer(module)
         self.unit = unit
         self._pinned_in: torch.Tensor | None = None
+        self._pinned_copied: Any = None  # a CUDA event: the last copy out of ``_pinned_in`` is done
 
     def set_layer(self, name: str) -> None:
         if name not in self.modules:
@@ -166,20 +188,33 @@ class LivePipeline:
         self.unit = unit
 
     def preprocess(self, image: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
-        """(H, W, 3) uint8 → ((1, C, h, w) normalised input on the device, (h, w, 3) fitted uint8)."""
+        """(H, W, 3) uint8 → ((1, C, h, w) normalised input on the device, (h, w, 3) fitted uint8).
+
+        The frame is resized while still uint8 (:func:`fit_frame`, torch's vectorised antialiased
+        kernel), and only the model-sized result becomes float: no full-size float copy is made.
+        On the CPU the input is made NCHW-contiguous (the layout the CPU convolutions run fastest on)."""
         spec = self.loaded.spec
-        fitted = fit_image(image, spec.size, self.fit)
+        fitted = fit_frame(image, spec.size, self.fit)
         x = torch.from_numpy(fitted)
         if self.device.type == "cuda":
             if self._pinned_in is None or self._pinned_in.shape != x.shape:
                 self._pinned_in = torch.empty(x.shape, dtype=torch.uint8).pin_memory()
+            elif self._pinned_copied is not None:
+                # the previous frame's copy out of this buffer may still be queued behind a forward pass
+                self._pinned_copied.synchronize()
             self._pinned_in.copy_(x)
             x = self._pinned_in.to(self.device, non_blocking=True)
-        x = x.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+            self._pinned_copied = torch.cuda.Event()
+            self._pinned_copied.record(torch.cuda.current_stream(self.device))
+        x = x.permute(2, 0, 1).unsqueeze(0).to(torch.float32, memory_format=torch.contiguous_format)
         if spec.channels == 1:
             # ITU-R 601 luma, as Pillow's "L" conversion
+            x = x.div_(255.0)
             x = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
-        x = (x - self._mean) / self._std
+            x = (x - self._mean) / self._std
+        else:
+            # (x / 255 - mean) / std in two in-place passes over the model-sized tensor
+            x = x.mul_(self._scale).sub_(self._shift)
         if self.half:
             x = x.half()
         if self.channels_last:
@@ -218,17 +253,33 @@ class LivePipeline:
             self.device = param.device
             self._mean = self._mean.to(self.device)
             self._std = self._std.to(self.device)
-            self._pinned_in = None
+            self._scale, self._shift = self._scale.to(self.device), self._shift.to(self.device)
+            self._pinned_in = self._pinned_copied = None
 
-    def process(self, frame: LiveFrame) -> LiveResult:
-        layer, unit = self.layer, self.unit  # read once: changes take effect on the next frame
+    # ---- the three stages (LiveRunner runs each on its own thread; process() runs them in series) ----
+    def prepare(self, frame: LiveFrame) -> "Prepared":
+        """Stage 1: decode the frame (when the source handed it over undecoded) and preprocess it."""
         self.follow_device()
         t0 = time.perf_counter()
         x, fitted = self.preprocess(frame.image)
+        return Prepared(frame, x, fitted, time.perf_counter() - t0)
+
+    def infer(self, prepared: "Prepared") -> "Inferred":
+        """Stage 2: the hooked forward pass. The layer and unit are read here, once: a change takes
+        effect on the next frame to reach the model."""
+        layer, unit = self.layer, self.unit
+        x = prepared.x
+        if x.device != self.device:  # the model moved while this frame was being prepared
+            x = x.to(self.device)
         t1 = time.perf_counter()
         act, out = self.forward(x, layer)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+        return Inferred(prepared, layer, unit, act, out, time.perf_counter() - t1)
+
+    def finish(self, inferred: "Inferred") -> LiveResult:
+        """Stage 3: tile the layer into the uint8 grid and bring what the display needs to the host."""
+        act, out, unit = inferred.act, inferred.out, inferred.unit
         t2 = time.perf_counter()
         with torch.inference_mode():
             act = act.float()
@@ -244,9 +295,73 @@ class LivePipeline:
                 lo, hi = (float(v) for v in torch.aminmax(unit_t))
                 unit_np, unit_levels = _to_host(unit_t.float()), (lo, hi if hi > lo else lo + 1e-6)
         t3 = time.perf_counter()
-        return LiveResult(frame=frame, model_input=fitted, layer=layer, unit=unit, grid=grid_np, layout=layout,
-                          unit_map=unit_np, top_class=top, unit_levels=unit_levels,
-                          timings={"preprocess": t1 - t0, "forward": t2 - t1, "tile": t3 - t2}, done=t3)
+        prepared = inferred.prepared
+        return LiveResult(frame=prepared.frame, model_input=prepared.fitted, layer=inferred.layer, unit=unit,
+                          grid=grid_np, layout=layout, unit_map=unit_np, top_class=top, unit_levels=unit_levels,
+                          timings={"preprocess": prepared.seconds, "forward": inferred.seconds, "tile": t3 - t2},
+                          done=t3)
+
+    def process(self, frame: LiveFrame) -> LiveResult:
+        """The three stages in series on the calling thread."""
+        return self.finish(self.infer(self.prepare(frame)))
+
+
+@dataclass
+class Prepared:
+    """A frame after stage 1: the model's input tensor and the fitted uint8 image it was made from."""
+
+    frame: LiveFrame
+    x: torch.Tensor
+    fitted: np.ndarray
+    seconds: float
+
+
+@dataclass
+class Inferred:
+    """A frame after stage 2: the hooked layer's output (first sample) and the model's output."""
+
+    prepared: Prepared
+    layer: str
+    unit: int | None
+    act: torch.Tensor
+    out: torch.Tensor
+    seconds: float
+
+
+def fit_frame(image: np.ndarray, size: tuple[int, int], mode: str = "crop") -> np.ndarray:
+    """(H, W, 3) uint8 → (h, w, 3) uint8 fitted to ``size`` = (h, w), as
+    :func:`explorer.core.preprocess.fit_image` (same geometry: ``crop`` scales the shorter side and cuts
+    the centre, ``stretch`` scales each axis, ``letterbox`` pads with black), with torch's antialiased
+    bilinear kernel on uint8 (vectorised; Pillow's filter, pixels within 1 level of Pillow's) instead of
+    a round trip through a PIL image."""
+    if mode not in FIT_MODES:
+        raise InputError(f"fit mode must be one of {', '.join(FIT_MODES)}, not {mode!r}")
+    th, tw = size
+    h, w = image.shape[:2]
+    if (h, w) == (th, tw):
+        return np.array(image, dtype=np.uint8, copy=True)
+    if mode == "stretch":
+        nh, nw = th, tw
+    elif mode == "crop":
+        scale = max(th / h, tw / w)
+        nh, nw = max(th, round(h * scale)), max(tw, round(w * scale))
+    else:
+        scale = min(th / h, tw / w)
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    if not image.flags.writeable or image.dtype != np.uint8:
+        image = np.array(image, dtype=np.uint8)
+    # (1, 3, H, W) with channels-last strides: the layout torch's uint8 antialiased kernel takes directly
+    x = torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0)
+    with torch.inference_mode():
+        resized = torch.nn.functional.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True,
+                                                  align_corners=False)[0].permute(1, 2, 0)
+    if mode == "letterbox":
+        out = np.zeros((th, tw, 3), np.uint8)
+        top, left = (th - nh) // 2, (tw - nw) // 2
+        out[top:top + nh, left:left + nw] = resized.numpy()
+        return out
+    top, left = (nh - th) // 2, (nw - tw) // 2
+    return np.ascontiguousarray(resized[top:top + th, left:left + tw].numpy())
 
 
 def _to_host(t: torch.Tensor) -> np.ndarray:
@@ -310,47 +425,147 @@ def format_stats(s: dict[str, float]) -> str:
 
 
 class LiveRunner:
-    """Runs a :class:`LivePipeline` on a worker thread, always on the newest submitted frame.
+    """Runs a :class:`LivePipeline` on three overlapped worker threads, always on the newest frame.
 
-    ``on_result(result)`` and ``on_error(message)`` are called on the worker thread.
+    prepare (decode + preprocess) → forward → tile, joined by one-item slots. A stage takes a new item
+    only once the next stage has taken its last one, so each stage holds at most one item (being worked
+    on, or done and waiting to be handed on) and the only frames dropped are those replaced in the
+    first slot, :attr:`slot`, before the prepare stage took them.
+
+    ``forward_threads``: torch intra-op threads of the forward thread (default: the creating thread's
+    ``torch.get_num_threads()``); ``helper_threads``: those of the prepare and tile threads (default 1).
+    ``just_in_time``: while the model is busy, the prepare stage waits until it is about to finish
+    before it takes the newest frame (fresher frames, lower latency; see :meth:`_wait_until_needed`).
+    ``on_result(result)`` and ``on_error(message)`` are called on the tile thread (errors: on the thread
+    of the stage that failed).
     """
 
     def __init__(self, pipeline: LivePipeline, on_result: Callable[[LiveResult], None],
-                 on_error: Callable[[str], None] | None = None) -> None:
+                 on_error: Callable[[str], None] | None = None, forward_threads: int | None = None,
+                 helper_threads: int = 1, just_in_time: bool = True) -> None:
         self.pipeline = pipeline
         self.on_result = on_result
         self.on_error = on_error
-        self.slot = FrameSlot()
+        default_threads = torch.get_num_threads()
+        self.forward_threads = forward_threads or default_threads
+        self.helper_threads = max(1, helper_threads)
+        self.slot = FrameSlot()  # frames waiting for the prepare stage (newest wins)
+        self._to_forward = FrameSlot()
+        self._to_tile = FrameSlot()
         self.dropped = 0
         self.processed = 0
         self.submitted = 0
         self.failed = 0
-        self._thread = threading.Thread(target=self._run, name="deep-explorer-live", daemon=True)
-        self._thread.start()
+        self._lock = threading.Lock()
+        self.held = {stage: 0 for stage in RUNNER_STAGES}  # items each stage holds now
+        self.peak_held = dict(self.held)  # the most each stage ever held at once
+        self.just_in_time = just_in_time
+        self._mean_s: dict[str, float | None] = {stage: None for stage in RUNNER_STAGES}  # running means
+        self._forward_started = 0.0
+        self._threads_set = threading.Barrier(4)  # the three stages and this thread
+        self._threads = [threading.Thread(target=self._stage_loop, args=args, name=f"deep-explorer-live-{args[0]}",
+                                          daemon=True)
+                         for args in (("prepare", self.slot, self._to_forward, pipeline.prepare),
+                                      ("forward", self._to_forward, self._to_tile, pipeline.infer),
+                                      ("tile", self._to_tile, None, pipeline.finish))]
+        for thread in self._threads:
+            thread.start()
+        try:
+            self._threads_set.wait(timeout=5.0)
+        except threading.BrokenBarrierError:
+            pass
+        torch.set_num_threads(default_threads)  # threads started later inherit the count they did before
+
+    @property
+    def _thread(self) -> threading.Thread:  # the forward thread (kept for callers of the one-thread runner)
+        return self._threads[1]
 
     def submit(self, frame: LiveFrame) -> bool:
         """Hand over the newest frame; True when it replaced a waiting one (that one is dropped)."""
-        self.submitted += 1
+        with self._lock:
+            self.submitted += 1
         replaced = self.slot.put(frame)
         if replaced:
-            self.dropped += 1
+            with self._lock:
+                self.dropped += 1
         return replaced
 
-    def _run(self) -> None:
+    def _move(self, source: str | None, target: str | None) -> None:
+        """One item passes from stage ``source`` to stage ``target`` (None: from outside / out of the runner)."""
+        with self._lock:
+            if source is not None:
+                self.held[source] -= 1
+            if target is not None:
+                self.held[target] += 1
+                self.peak_held[target] = max(self.peak_held[target], self.held[target])
+                if target == "forward":
+                    self._forward_started = time.perf_counter()
+
+    def _timed(self, stage: str, started: float) -> None:
+        seconds = time.perf_counter() - started
+        with self._lock:
+            mean = self._mean_s[stage]
+            self._mean_s[stage] = seconds if mean is None else mean + 0.2 * (seconds - mean)
+
+    def _wait_until_needed(self) -> None:
+        """Let the prepare stage start on the newest frame just in time for the forward stage: when the
+        model is busy, wait until it is about to finish (its mean time less twice the mean prepare time
+        and a margin), so that the frame it gets next is as fresh as it can be. Nothing is held meanwhile."""
         while not self.slot.closed:
-            frame = self.slot.take(timeout=0.1)
-            if frame is None:
+            with self._lock:
+                busy = self.held["forward"] > 0
+                forward, prepare = self._mean_s["forward"], self._mean_s["prepare"]
+                started = self._forward_started
+            if not busy or forward is None or prepare is None:
+                return
+            wait = started + forward - 2.0 * prepare - JUST_IN_TIME_MARGIN_S - time.perf_counter()
+            if wait <= 0:
+                return
+            time.sleep(min(wait, 0.05))
+
+    def _set_threads(self, stage: str) -> None:
+        # torch's intra-op count is per thread once set, but setting it also changes the default that
+        # threads started later inherit: the creating thread restores that once all three have set theirs.
+        # A thread takes the default at its first use of torch's thread pool, which would undo a count
+        # set before it: use it first (get_num_threads does), then set.
+        torch.get_num_threads()
+        torch.set_num_threads(self.forward_threads if stage == "forward" else self.helper_threads)
+        try:
+            self._threads_set.wait(timeout=5.0)
+        except threading.BrokenBarrierError:
+            pass
+
+    def _stage_loop(self, stage: str, inbox: FrameSlot, outbox: FrameSlot | None, work: Callable) -> None:
+        self._set_threads(stage)
+        previous = RUNNER_STAGES[RUNNER_STAGES.index(stage) - 1] if stage != "prepare" else None
+        while not inbox.closed:
+            # hold one item at most: wait until the next stage has taken the last one
+            if outbox is not None and not outbox.wait_empty(timeout=0.1):
                 continue
+            if stage == "prepare" and self.just_in_time:
+                self._wait_until_needed()
+            item = inbox.take(timeout=0.1, on_take=lambda: self._move(previous, stage))
+            if item is None:
+                continue
+            started = time.perf_counter()
             try:
-                result = self.pipeline.process(frame)
+                done = work(item)
+                self._timed(stage, started)
             except Exception as exc:  # noqa: BLE001 - reported to the user, the loop goes on
-                self.failed += 1
+                self._move(stage, None)
+                with self._lock:
+                    self.failed += 1
                 if self.on_error is not None:
                     self.on_error(f"live inference failed: {exc}")
                 continue
-            if not self.slot.closed:
-                self.on_result(result)
-            self.processed += 1
+            if outbox is not None:
+                outbox.put(done)  # empty: only this thread fills it, after waiting for it to empty
+                continue
+            if not inbox.closed:
+                self.on_result(done)
+            self._move(stage, None)
+            with self._lock:
+                self.processed += 1
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Wait until no frame is waiting or being processed; False on timeout."""
@@ -362,23 +577,27 @@ class LiveRunner:
         return True
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop the worker and wait for it (a forward in progress finishes first)."""
-        self.slot.close()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
+        """Stop the workers and wait for them (a forward in progress finishes first)."""
+        for slot in (self.slot, self._to_forward, self._to_tile):
+            slot.close()
+        me = threading.current_thread()
+        for thread in self._threads:
+            if thread.is_alive() and thread is not me:
+                thread.join(timeout)
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive()
+        return any(thread.is_alive() for thread in self._threads)
 
 
 # --- the bare forward, the live pipeline's baseline ------------------------------------------------
 
 
 def bare_forward_on_worker(pipeline, images: list[np.ndarray], budget_s: float, min_count: int = 5,
-                           wait=None) -> tuple[int, float]:
-    """:func:`bare_forward` on a thread of its own, as the live worker runs (a thread's intra-op
-    parallelism can differ from the main thread's, most of all on a busy machine).
+                           wait=None, threads: int | None = None) -> tuple[int, float]:
+    """:func:`bare_forward` on a thread of its own, as the live forward stage runs (a thread's intra-op
+    parallelism can differ from the main thread's, most of all on a busy machine), with ``threads``
+    intra-op threads (the live runner's ``forward_threads``; default: torch's current count).
     ``wait(seconds)``, when given, is called until the thread ends (the bench keeps Qt's event loop
     turning meanwhile, so the video does not pile up frames for the next live round)."""
     out: list = []
@@ -386,6 +605,8 @@ def bare_forward_on_worker(pipeline, images: list[np.ndarray], budget_s: float, 
 
     def run() -> None:
         try:
+            if threads:
+                torch.set_num_threads(threads)
             out.append(bare_forward(pipeline, images, budget_s, min_count))
         except BaseException as exc:  # noqa: BLE001 - re-raised on the calling thread
             errors.append(exc)
