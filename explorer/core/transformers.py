@@ -98,6 +98,34 @@ def channel_maps(model: nn.Module, act: torch.Tensor, input_hw: tuple[int, int])
     return None
 
 
+def units_first(model: nn.Module, act: torch.Tensor, input_hw: tuple[int, int]) -> torch.Tensor:
+    """A batched layer output with its units on dimension 1, as a unit (a channel) is everywhere else.
+
+    A ViT's (N, T, D) tokens become (N, D, rows, cols): unit c is embedding channel c, its map is
+    ``act[:, prefix:, c]`` over the patch grid (prefix tokens left out), never token c. A Swin-style
+    (N, H, W, C) output becomes (N, C, H, W). Anything else (CNN maps, flat layers) is returned as it is.
+    Differentiable (views and a reshape), so unit targets can be explained by gradients.
+    """
+    if act.dim() == 3:
+        layout = token_layout(model, input_hw, int(act.shape[1]))
+        if layout is None:
+            return act
+        rows, cols = layout.grid
+        patches = act[:, layout.prefix:layout.prefix + rows * cols]
+        return patches.transpose(1, 2).reshape(act.shape[0], act.shape[2], rows, cols)
+    if act.dim() == 4 and is_channels_last(model, tuple(act.shape)):
+        return act.permute(0, 3, 1, 2)
+    return act
+
+
+def unit_count(model: nn.Module, shape: tuple[int, ...], input_hw: tuple[int, int]) -> int | None:
+    """How many units a layer output of ``shape`` (without the batch dimension) has: its channels
+    (embedding dimension for tokens, the last size for channels-last outputs), else its first size."""
+    if not shape:
+        return None
+    return int(units_first(model, torch.empty((1, *shape), device="meta"), input_hw).shape[1])
+
+
 def split_tokens(tokens: torch.Tensor, layout: TokenLayout) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(T, D) tokens → (D, rows, cols) patch maps and (P, D) prefix tokens (None without prefix)."""
     rows, cols = layout.grid

@@ -20,6 +20,7 @@ from explorer.core.models.device import available_devices, describe_device
 from explorer.core.errors import ExplorerError, ModelLoadError, UntrustedCheckpointError, WeightsDownloadError
 from explorer.core.explore import compute_filter_view, compute_layer_view
 from explorer.core.models import LoadedModel, bundled_names, load_model_steps, zoo_names
+from explorer.core.transformers import unit_count
 from explorer.core.probe import default_layer, layer_table, leaves_of_rows
 
 from explorer.gui.widgets.activation_view import ActivationView
@@ -176,7 +177,8 @@ class MainWindow(QMainWindow):
         self.model_combo.setEditable(True)
         self.model_combo.setMinimumContentsLength(18)
         self.model_combo.addItems(bundled_names() + zoo_names())
-        self.model_combo.setToolTip("Bundled model or torchvision model; Enter loads it. Ctrl+M opens a file.")
+        self.model_combo.setToolTip("Bundled model, torchvision model or timm:NAME (the vit extra); Enter loads "
+                                    "it. Ctrl+M opens a file.")
         self.model_combo.activated.connect(lambda _i: self.load_model_by_name(self.model_combo.currentText()))
         bar.addWidget(self.model_combo)
         self.pretrained_box = QCheckBox("pretrained")
@@ -458,7 +460,7 @@ class MainWindow(QMainWindow):
             return
         layer = self.pending_layer or self.default_layer(rows)
         shape = next((r.output_shape for r in rows if r.name == layer), None)
-        units = shape[0] if shape else None
+        units = unit_count(loaded.module, shape, loaded.spec.size) if shape else None  # a ViT's: its channels
         if self.pending_unit < 0 or (units is not None and self.pending_unit >= units):
             self.show_error(f"unit {self.pending_unit} is out of range: layer {layer} has {units} units "
                             f"(0 to {units - 1}); unit 0 is shown" if units else

@@ -183,6 +183,7 @@ class IncrementalModel:
         except Exception as exc:  # noqa: BLE001 - any tracing failure means: use the plain path
             raise IncrementalUnsupported(f"cannot trace the model ({type(exc).__name__})") from None
         self.target = target
+        self.model, self.input_hw = model, tuple(x.shape[-2:])  # unit targets on token layers
         self.modules = dict(self.gm.named_modules())
         nodes = list(self.gm.graph.nodes)
         if target.is_unit:
@@ -242,7 +243,9 @@ class IncrementalModel:
             self.folded[node] = (users[0], conv.weight * scale.view(-1, 1, 1, 1), bias)
 
     def _score(self, out: torch.Tensor) -> torch.Tensor:
-        return self.target.from_activation(out) if self.target.is_unit else self.target.from_output(out)
+        if self.target.is_unit:
+            return self.target.from_activation(out, self.model, self.input_hw)
+        return self.target.from_output(out)
 
     def _pad(self, node: fx.Node, pad: tuple[int, int], value: float) -> torch.Tensor:
         key = (node, pad, value)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from explorer.core.errors import ExplorerError
+from explorer.core.transformers import units_first
 
 SCORES = ("logit", "prob")
 
@@ -77,8 +78,15 @@ class Target:
             output = torch.softmax(output, dim=1)
         return output[:, self.class_index]
 
-    def from_activation(self, act: torch.Tensor) -> torch.Tensor:
-        """Unit value per input from a layer's output (N, C, ...) → (N,)."""
+    def from_activation(self, act: torch.Tensor, model: nn.Module | None = None,
+                        input_hw: tuple[int, int] | None = None) -> torch.Tensor:
+        """Unit value per input from a layer's output (N, C, ...) → (N,).
+
+        With the ``model`` and its input size, transformer outputs are seen as channel maps first
+        (:func:`~explorer.core.transformers.units_first`): a ViT layer's unit is an embedding channel over
+        the patch grid (``position`` is (row, col) on that grid), a Swin layer's its last dimension."""
+        if model is not None and input_hw is not None:
+            act = units_first(model, act, tuple(input_hw))
         if act.dim() < 2:
             raise TargetError(f"layer {self.layer} has output shape {tuple(act.shape)}: no units to pick")
         if not 0 <= self.unit < act.shape[1]:
@@ -155,7 +163,7 @@ def _count_calls(model: nn.Module, module: nn.Module, x: torch.Tensor) -> int:
 def target_fn(model: nn.Module, target: Target) -> Callable[[torch.Tensor], torch.Tensor]:
     """A function from inputs (N, C, H, W) to target values (N,), differentiable."""
     if target.is_unit:
-        return lambda x: target.from_activation(layer_output(model, x, target.layer))
+        return lambda x: target.from_activation(layer_output(model, x, target.layer), model, tuple(x.shape[-2:]))
     return lambda x: target.from_output(model(x))
 
 

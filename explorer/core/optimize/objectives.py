@@ -16,7 +16,10 @@ def target_objective(truncated: Truncated, target: Target, x: torch.Tensor,
     Class targets use the logit, the score before the softmax (Simonyan et al.: maximising the
     probability can be done by pushing the other classes down instead)."""
     out = truncated(x)
-    values = target.from_activation(out) if target.is_unit else Target.for_class(target.class_index).from_output(out)
+    if target.is_unit:  # a token layer's unit is a channel over the patch grid (core.transformers.units_first)
+        values = target.from_activation(out, truncated.model, tuple(x.shape[-2:]))
+    else:
+        values = Target.for_class(target.class_index).from_output(out)
     objective = values.sum()
     if diversity and x.shape[0] > 1:
         objective = objective + diversity * diversity_term(out)

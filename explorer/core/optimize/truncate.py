@@ -82,7 +82,7 @@ def target_values(truncated: Truncated, target: Target, x: torch.Tensor) -> torc
     """The target's value per input (N,): the class logit (score before the softmax) or the unit."""
     out = truncated(x)
     if target.is_unit:
-        return target.from_activation(out)
+        return target.from_activation(out, truncated.model, tuple(x.shape[-2:]))
     return Target.for_class(target.class_index).from_output(out)
 
 

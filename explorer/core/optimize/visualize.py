@@ -227,7 +227,7 @@ def evaluate_pictures(model: nn.Module, target: Target, spec, pictures: list[np.
     x = space.to_model(random_views(pictures_to_pixels(pictures, spec.channels, device), tuple(spec.size),
                                     None, None))
     if target.is_unit:
-        values = target.from_activation(Truncated(model, target.layer)(x))
+        values = target.from_activation(Truncated(model, target.layer)(x), model, tuple(x.shape[-2:]))
         return [float(v) for v in values], None
     logits = model(x).flatten(1)
     values = Target.for_class(target.class_index).from_output(logits)
