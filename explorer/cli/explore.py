@@ -67,10 +67,10 @@ def cmd_layers(args: argparse.Namespace) -> int:
     rows = layer_table(loaded.module, loaded.spec.shape, loaded.device)
     costs = cost_table(loaded.module, loaded.spec.shape, args.batch, loaded.device)
     by_name = {c.name: c for c in costs.rows}
+    total_macs = sum(r.macs for r in rows)  # each module's own: leaves, and attention's QK^T and AV products
     if args.leaves:
         rows = [r for r in rows if r.is_leaf]
     total_params = sum(p.numel() for p in loaded.module.parameters())
-    total_macs = sum(r.macs for r in rows if r.is_leaf)
     layers = []
     for r in rows:
         d = r.to_dict()

@@ -12,6 +12,11 @@ The counting rule
 - The input counts as its own row (``input``), as on the slide.
 - Parameter memory is each module's own parameters (not its children's) at their dtype; buffers
   (BatchNorm's running statistics) are counted apart.
+- A module with children has a row when it computes something itself: it owns parameters (a ViT's
+  position embedding, ``nn.MultiheadAttention``'s input projection; the model's own class token is the row
+  ``(model)``) or multiply-accumulates (attention's QK^T and AV products). Its activation memory is what
+  it returns that is new storage and no child returned (MultiheadAttention's output, computed
+  functionally: its ``out_proj`` never runs as a module).
 - MACs are multiply-accumulates (conv: output elements x C_in/groups x kernel area; linear: output
   elements x in-features); FLOPs are 2 x MACs. Other layers count 0, as in the cs231n / Netscope tables.
 
@@ -175,10 +180,18 @@ def cost_table(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1,
     dtype = next((p.dtype for p in model.parameters()), torch.float32)
     x = torch.zeros((1, *input_shape), device=device, dtype=dtype)
     input_row = CostRow("input", "input", tuple(input_shape), x.numel(), x.numel() * x.element_size(), 0, 0, 0, 1)
+    returned: list[int] = []  # storages the calls of leaf modules returned, in order (for parents' rows)
     for name, module in model.named_modules():
-        if not name or any(True for _ in module.children()):
-            continue
+        leaf = not any(True for _ in module.children())
         params = list(module.parameters(recurse=False))
+        if not leaf and not params and not _computes_itself(module):
+            continue
+        if not name and params:  # the model's own parameters (a class token): counted, never hooked
+            rows["(model)"] = CostRow("(model)", type(module).__name__, None, 0, 0, sum(p.numel() for p in params),
+                                      sum(p.numel() * p.element_size() for p in params), 0)
+            continue
+        if not name:
+            continue
         row = CostRow(name, type(module).__name__, None, 0, 0, sum(p.numel() for p in params),
                       sum(p.numel() * p.element_size() for p in params), 0)
         rows[name] = row
@@ -186,14 +199,20 @@ def cost_table(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1,
         def pre_hook(_mod, inputs, row=row):
             if threading.get_ident() == me:
                 row._inputs = _storages(inputs)  # type: ignore[attr-defined]
+                row._first_child = len(returned)  # type: ignore[attr-defined]
 
-        def hook(mod, inputs, output, row=row):
+        def hook(mod, inputs, output, row=row, leaf=leaf):
             out = first_tensor(output)
             if out is None or threading.get_ident() != me:  # another thread's forward of the same module
                 return
             if row.output_shape is None:
                 row.output_shape = tuple(out.shape[1:])
-            fresh = _new_tensors(output, getattr(row, "_inputs", set()))
+            seen = getattr(row, "_inputs", set())
+            if leaf:
+                returned.extend(_storages(output))
+            else:  # what its children returned is theirs
+                seen = seen | set(returned[getattr(row, "_first_child", len(returned)):])
+            fresh = _new_tensors(output, seen)
             if not fresh:
                 row.shares_input = True
             if isinstance(mod, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)):
@@ -216,9 +235,16 @@ def cost_table(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1,
             h.remove()
     for row in rows.values():
         row.__dict__.pop("_inputs", None)
+        row.__dict__.pop("_first_child", None)
     buffers = sum(b.numel() * b.element_size() for b in model.buffers())
     return CostTable([input_row, *rows.values()], batch, buffers, str(dtype).replace("torch.", ""),
                      tuple(input_shape))
+
+
+def _computes_itself(module: nn.Module) -> bool:
+    """Attention modules multiply-accumulate themselves besides their children (core.probe.module_macs)."""
+    return isinstance(module, nn.MultiheadAttention) or (
+        isinstance(getattr(module, "qkv", None), nn.Linear) and hasattr(module, "num_heads"))
 
 
 def block_params(model: nn.Module, prefix: str) -> int:
