@@ -26,6 +26,11 @@ def test_bench_live_prints_one_json_object_with_the_figures(qapp, tmp_path, monk
     assert figures["live_fps"] > 0 and figures["bare_forward_fps"] > 0
     assert figures["ratio"] == pytest.approx(figures["live_fps"] / figures["bare_forward_fps"], rel=0.02, abs=1e-3)
     assert 0 < figures["p50_ms"] <= figures["p95_ms"]
+    # the ceiling: the slower of the source and the bare model, and the live rate against it
+    assert figures["ceiling_fps"] == pytest.approx(min(figures["source_fps"], figures["bare_forward_fps"]), abs=0.011)
+    assert figures["ceiling_ratio"] == pytest.approx(figures["live_fps"] / figures["ceiling_fps"], rel=0.02)
+    assert set(figures["stage_ms"]) == {"preprocess", "forward", "tile", "display"}
+    assert figures["live_cpu_s"] > 0 and figures["bare_cpu_s"] > 0 and figures["helper_threads"] == 1
     assert figures["layer"] == "conv2"
     assert not [t for t in threading.enumerate() if t.ident not in before and t.is_alive()]
 

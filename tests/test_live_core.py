@@ -116,6 +116,8 @@ class _GatedPipeline(LivePipeline):
     has started on frame 1, and frame 0's tiling until the forward has started on frame 1: both waits
     end only if the stages overlap (a serial worker would leave them waiting out their timeout)."""
 
+    gate_s = 3.0
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.prepared_1, self.inferring_1 = threading.Event(), threading.Event()
@@ -131,7 +133,7 @@ class _GatedPipeline(LivePipeline):
     def infer(self, prepared):
         self.threads["forward"] = torch.get_num_threads()
         if prepared.frame.index == 0:
-            self.overlapped["prepare during forward"] = self.prepared_1.wait(3)
+            self.overlapped["prepare during forward"] = self.prepared_1.wait(self.gate_s)
         else:
             self.inferring_1.set()
         return super().infer(prepared)
@@ -139,7 +141,7 @@ class _GatedPipeline(LivePipeline):
     def finish(self, inferred):
         self.threads["tile"] = torch.get_num_threads()
         if inferred.prepared.frame.index == 0:
-            self.overlapped["tile during forward"] = self.inferring_1.wait(3)
+            self.overlapped["tile during forward"] = self.inferring_1.wait(self.gate_s)
         return super().finish(inferred)
 
 
@@ -164,6 +166,24 @@ def test_stages_overlap_and_keep_their_thread_counts():
     t.start()
     t.join()
     assert torch.get_num_threads() == default and seen == [default]  # the process's default is left as it was
+
+
+def test_the_serial_runner_does_not_overlap():
+    # the same check on the stages run one after the other (bench live --serial): both waits time out
+    pipe = _GatedPipeline(tiny_model(), layer="conv1")
+    pipe.gate_s = 0.3
+    results = []
+    runner = LiveRunner(pipe, results.append, serial=True)
+    try:
+        runner.submit(frame(0))
+        while runner.held["forward"] == 0:
+            time.sleep(0.001)
+        runner.submit(frame(1))
+        assert runner.wait_idle(timeout=10)
+    finally:
+        runner.stop()
+    assert pipe.overlapped == {"prepare during forward": False, "tile during forward": False}
+    assert [r.frame.index for r in results] == [0, 1] and not runner.alive
 
 
 def test_every_grid_belongs_to_the_frame_it_is_labelled_with_under_a_slow_model():

@@ -436,13 +436,15 @@ class LiveRunner:
     ``torch.get_num_threads()``); ``helper_threads``: those of the prepare and tile threads (default 1).
     ``just_in_time``: while the model is busy, the prepare stage waits until it is about to finish
     before it takes the newest frame (fresher frames, lower latency; see :meth:`_wait_until_needed`).
+    ``serial``: the three stages one after the other on one thread (the forward's), as before the
+    pipeline was overlapped; ``bench live --serial`` measures it against the overlapped runner.
     ``on_result(result)`` and ``on_error(message)`` are called on the tile thread (errors: on the thread
     of the stage that failed).
     """
 
     def __init__(self, pipeline: LivePipeline, on_result: Callable[[LiveResult], None],
                  on_error: Callable[[str], None] | None = None, forward_threads: int | None = None,
-                 helper_threads: int = 1, just_in_time: bool = True) -> None:
+                 helper_threads: int = 1, just_in_time: bool = True, serial: bool = False) -> None:
         self.pipeline = pipeline
         self.on_result = on_result
         self.on_error = on_error
@@ -462,12 +464,14 @@ class LiveRunner:
         self.just_in_time = just_in_time
         self._mean_s: dict[str, float | None] = {stage: None for stage in RUNNER_STAGES}  # running means
         self._forward_started = 0.0
-        self._threads_set = threading.Barrier(4)  # the three stages and this thread
+        self.serial = serial
+        stages = ([("forward", self.slot, None, pipeline.process)] if serial else
+                  [("prepare", self.slot, self._to_forward, pipeline.prepare),
+                   ("forward", self._to_forward, self._to_tile, pipeline.infer),
+                   ("tile", self._to_tile, None, pipeline.finish)])
+        self._threads_set = threading.Barrier(len(stages) + 1)  # the stages and this thread
         self._threads = [threading.Thread(target=self._stage_loop, args=args, name=f"deep-explorer-live-{args[0]}",
-                                          daemon=True)
-                         for args in (("prepare", self.slot, self._to_forward, pipeline.prepare),
-                                      ("forward", self._to_forward, self._to_tile, pipeline.infer),
-                                      ("tile", self._to_tile, None, pipeline.finish))]
+                                          daemon=True) for args in stages]
         for thread in self._threads:
             thread.start()
         try:
@@ -478,7 +482,7 @@ class LiveRunner:
 
     @property
     def _thread(self) -> threading.Thread:  # the forward thread (kept for callers of the one-thread runner)
-        return self._threads[1]
+        return self._threads[0 if self.serial else 1]
 
     def submit(self, frame: LiveFrame) -> bool:
         """Hand over the newest frame; True when it replaced a waiting one (that one is dropped)."""
@@ -537,7 +541,7 @@ class LiveRunner:
 
     def _stage_loop(self, stage: str, inbox: FrameSlot, outbox: FrameSlot | None, work: Callable) -> None:
         self._set_threads(stage)
-        previous = RUNNER_STAGES[RUNNER_STAGES.index(stage) - 1] if stage != "prepare" else None
+        previous = RUNNER_STAGES[RUNNER_STAGES.index(stage) - 1] if stage != "prepare" and not self.serial else None
         while not inbox.closed:
             # hold one item at most: wait until the next stage has taken the last one
             if outbox is not None and not outbox.wait_empty(timeout=0.1):

@@ -1,8 +1,9 @@
 """The live panel: a camera, video or image folder feeding the model while every channel of a layer reacts.
 
-Inference runs on :class:`~explorer.core.live.LiveRunner`'s worker thread; this widget only moves
-frames in and finished arrays out. Latest frame wins at both ends: the worker keeps one waiting frame,
-and the panel keeps one waiting result, so neither the model nor the screen ever works through a backlog.
+Inference runs on :class:`~explorer.core.live.LiveRunner`'s overlapped worker threads (prepare, forward,
+tile); this widget only moves frames in and finished arrays out. Latest frame wins at both ends: the
+runner keeps one waiting frame, and the panel keeps one waiting result, so neither the model nor the
+screen ever works through a backlog.
 """
 from __future__ import annotations
 
@@ -225,10 +226,13 @@ class LivePanel(QWidget):
 
     # ---- model, layer, unit -------------------------------------------------------------------------
     def set_model(self, loaded: LoadedModel, layer: str | None = None, half: bool = False,
-                  channels_last: bool = False, fit: str = "crop") -> None:
+                  channels_last: bool = False, fit: str = "crop", forward_threads: int | None = None,
+                  helper_threads: int = 1, serial: bool = False) -> None:
         """Show ``loaded`` at ``layer`` (else the layer shown so far if the model has it, else its first
         convolution). ``half`` and ``channels_last`` speed up CUDA and are ignored elsewhere; ``fit`` is how
-        frames reach the input size (crop, stretch, letterbox)."""
+        frames reach the input size (crop, stretch, letterbox); ``forward_threads`` and ``helper_threads``
+        are the torch thread counts of the runner's stages (:class:`~explorer.core.live.LiveRunner`);
+        ``serial`` runs the stages one after the other on one thread (for ``bench live --serial``)."""
         self._stop_runner()
         self.loaded = loaded
         keep = layer or self.layer
@@ -241,7 +245,8 @@ class LivePanel(QWidget):
             return
         self.layer = self.pipeline.layer
         self._dropped_base = 0
-        self.runner = LiveRunner(self.pipeline, self._on_worker_result, self._relay.failed.emit)
+        self.runner = LiveRunner(self.pipeline, self._on_worker_result, self._relay.failed.emit,
+                                 forward_threads=forward_threads, helper_threads=helper_threads, serial=serial)
         self._rerun_frozen()
 
     def set_layer(self, name: str) -> None:
@@ -422,8 +427,8 @@ class LivePanel(QWidget):
             return
         now = time.perf_counter()
         self.shown_result = result
-        timings = dict(result.timings, display=now - self._result_received_at)
-        self.live_stats.record(timings, result.frame.arrived, now)
+        result.timings["display"] = now - self._result_received_at  # the result's own dict: kept with it
+        self.live_stats.record(result.timings, result.frame.arrived, now)
         self.live_stats.dropped = (self.runner.dropped - self._dropped_base if self.runner else 0) \
             + self._results_dropped
         self.frame_shown.emit(result)
