@@ -139,3 +139,26 @@ def test_attribution_map_keeps_the_window_height_and_room_at_1024x640(qtbot, lap
     assert panel.height() <= page.viewport().height()
     assert page.verticalScrollBar().maximum() == 0
     assert panel.pane.width() >= 250 and panel.pane.height() >= 400, (panel.pane.width(), panel.pane.height())
+
+
+def test_first_layer_filters_fill_their_pane_and_say_what_they_are(qtbot, laptop_window):
+    window = laptop_window
+    window.show_view("filters")
+    panel = window.filters
+    qtbot.wait(300)
+    qtbot.waitUntil(lambda: not window.busy and panel.filter_view is not None, timeout=30_000)
+    qtbot.wait(300)  # the legend gives the zoom once the view has its range
+    weight = window.loaded.module.features.conv1.weight.detach()  # the bundled model's first conv
+    scales = weight.reshape(weight.shape[0], -1).abs().max(1).values
+    legend = panel.legend.text()
+    c_out, c_in, kh, kw = weight.shape
+    assert f"features.conv1 filters, {c_in}x{kh}x{kw} ({c_out}), RGB" in legend
+    assert f"({float(scales.min()):.3g} to {float(scales.max()):.3g})" in legend and "grey = 0" in legend
+    zoom = panel.zoom()
+    assert zoom is not None and zoom > 4 and f"{zoom:.0f}x, nearest neighbour" in legend
+    pane = panel.first_pane
+    view_rect, image_rect = pane.view.sceneBoundingRect(), pane.image_item.sceneBoundingRect()
+    inside = view_rect.intersected(image_rect)
+    assert inside.width() * inside.height() >= 0.75 * view_rect.width() * view_rect.height()
+    page = window.tabs.currentWidget()
+    assert page.verticalScrollBar().maximum() == 0  # legend and caption fit without scrolling the tab

@@ -13,7 +13,7 @@ from torch import nn
 
 from explorer.core.models.spec import LoadedModel
 from explorer.core.probe import get_layer, run_forward, top_k
-from explorer.core.tiling import GridLayout, activation_grid, filter_grid, kernel_grid
+from explorer.core.tiling import GridLayout, activation_grid, filter_grid, filter_scales, kernel_grid
 from explorer.core.transformers import TokenLayout, channel_maps, prefix_names
 
 
@@ -115,25 +115,32 @@ class FilterView:
     kernel_unit: int | None
     kernel_grid: np.ndarray | None  # (H, W) float32 in [0, 1], the unit's kernel per input channel
     kernel_layout: GridLayout | None
+    first_shape: tuple[int, int, int, int] | None = None  # the first conv's weight (C_out, C_in, kh, kw)
+    first_scales: tuple[float, float] | None = None  # smallest and largest per-filter max |w| (full colour)
 
 
-def compute_filter_view(model: nn.Module, layer: str | None, unit: int) -> FilterView:
-    """First-layer filters as colour tiles; the selected conv unit's kernel as a grey grid per input channel."""
+def compute_filter_view(model: nn.Module, layer: str | None, unit: int, aspect: float | None = None,
+                        kernel_aspect: float | None = None) -> FilterView:
+    """First-layer filters as colour tiles; the selected conv unit's kernel as a grey grid per input channel
+    (each grid's columns chosen to fill a pane of that width / height when given)."""
     convs = weight_layers(model)
-    first, first_grid = None, None
+    first, first_grid, first_shape, first_scales = None, None, None, None
     if convs:
         w = get_layer(model, convs[0]).weight.detach()
         if w.dim() == 4 and w.shape[1] in (1, 3):
             first = convs[0]
+            first_shape = tuple(int(d) for d in w.shape)
+            scales = filter_scales(w)
+            first_scales = (float(scales.min()), float(scales.max()))
             if w.shape[1] == 1:
                 w = w.expand(-1, 3, -1, -1)
-            first_grid = np.ascontiguousarray(filter_grid(w)[0].cpu().numpy())
+            first_grid = np.ascontiguousarray(filter_grid(w, aspect=aspect)[0].cpu().numpy())
     conv = conv_for_layer(model, layer)
     kgrid, klayout, kunit = None, None, None
     if conv is not None:
         w = get_layer(model, conv).weight.detach()
         if w.dim() == 4:
             kunit = min(max(unit, 0), w.shape[0] - 1)
-            grid, klayout = kernel_grid(w, kunit)
+            grid, klayout = kernel_grid(w, kunit, aspect=kernel_aspect)
             kgrid = np.ascontiguousarray(grid.cpu().numpy())
-    return FilterView(first, first_grid, conv, kunit, kgrid, klayout)
+    return FilterView(first, first_grid, conv, kunit, kgrid, klayout, first_shape, first_scales)

@@ -129,19 +129,26 @@ def activation_grid(act: torch.Tensor, norm: str = "layer", pad: int = 1,
     return tile(scaled, layout, pad_value=0.0)
 
 
-def filter_grid(weight: torch.Tensor, pad: int = 1) -> tuple[torch.Tensor, GridLayout]:
+def filter_scales(weight: torch.Tensor) -> torch.Tensor:
+    """Each filter's max |w| (C_out,): what :func:`filter_grid` divides it by (its tile's full colour)."""
+    return weight.detach().float().reshape(weight.shape[0], -1).abs().max(1).values.clamp_min(1e-12)
+
+
+def filter_grid(weight: torch.Tensor, pad: int = 1, aspect: float | None = None) -> tuple[torch.Tensor, GridLayout]:
     """First-layer filters (C_out, 3, kh, kw) as colour tiles (H', W', 3) in [0, 1], each filter scaled
-    symmetrically about zero so that grey means 0."""
+    symmetrically about zero so that grey means 0 (``aspect``: as in :func:`activation_grid`)."""
     w = weight.detach().float()
-    scale = w.reshape(w.shape[0], -1).abs().max(1).values.clamp_min(1e-12).view(-1, 1, 1, 1)
-    w = 0.5 + 0.5 * w / scale
-    layout = grid_layout(w.shape[0], w.shape[2], w.shape[3], pad=pad)
+    w = 0.5 + 0.5 * w / filter_scales(w).view(-1, 1, 1, 1)
+    layout = (grid_layout(w.shape[0], w.shape[2], w.shape[3], pad=pad) if aspect is None else
+              fitted_layout(w.shape[0], w.shape[2], w.shape[3], aspect, pad=pad))
     return tile(w, layout, pad_value=1.0)
 
 
-def kernel_grid(weight: torch.Tensor, unit: int, pad: int = 1) -> tuple[torch.Tensor, GridLayout]:
+def kernel_grid(weight: torch.Tensor, unit: int, pad: int = 1,
+                aspect: float | None = None) -> tuple[torch.Tensor, GridLayout]:
     """One unit's kernel per input channel, (C_in, kh, kw) → grey grid in [0, 1] (0.5 is zero weight)."""
     w = weight.detach().float()[unit]
     w = 0.5 + 0.5 * w / w.abs().max().clamp_min(1e-12)
-    layout = grid_layout(w.shape[0], w.shape[1], w.shape[2], pad=pad)
+    layout = (grid_layout(w.shape[0], w.shape[1], w.shape[2], pad=pad) if aspect is None else
+              fitted_layout(w.shape[0], w.shape[1], w.shape[2], aspect, pad=pad))
     return tile(w, layout, pad_value=1.0)

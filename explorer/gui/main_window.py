@@ -124,6 +124,7 @@ class MainWindow(QMainWindow):
         self.activations.norm_changed.connect(self._set_norm)
         self.activations.grid_aspect_changed.connect(self.recompute)  # tiles laid out to fill the pane
         self.filters = FilterPanel()
+        self.filters.aspect_changed.connect(self.refresh_filters)
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         self.views: dict[str, QWidget] = {}
@@ -592,8 +593,13 @@ class MainWindow(QMainWindow):
         self.unit = unit
         if self.activations.unit != unit:
             self.activations.select_unit(unit)
+        self.refresh_filters()
+
+    def refresh_filters(self) -> None:
+        """The Filters tab's grids for the layer and unit, laid out to fill their panes."""
         if self.loaded is not None:
-            self.filter_runner.submit(compute_filter_view, self.loaded.module, self.layer, unit)
+            self.filter_runner.submit(compute_filter_view, self.loaded.module, self.layer, self.unit,
+                                      *self.filters.request_aspects())
 
     def _set_norm(self, norm: str) -> None:
         self.norm = norm
@@ -602,7 +608,7 @@ class MainWindow(QMainWindow):
     def recompute(self) -> None:
         if self.loaded is None:
             return
-        self.filter_runner.submit(compute_filter_view, self.loaded.module, self.layer, self.unit)
+        self.refresh_filters()
         if self.x is None:
             return
         self.forward_runner.submit(compute_layer_view, self.loaded, self.x, self.layer, self.norm, 5,

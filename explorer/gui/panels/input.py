@@ -24,6 +24,7 @@ class InputPanel(QWidget):
         self.predictions.itemClicked.connect(lambda item: self.class_selected.emit(item.data(Qt.UserRole)))
         self.note = QLabel("")
         self.note.setStyleSheet("color: #d08000")
+        self.note.setWordWrap(True)  # a long note must not hold the dock wide on a laptop screen
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addWidget(self.pane, 3)

@@ -12,6 +12,20 @@ from explorer.core.explore import LayerView, upsample_map
 from explorer.gui.widgets.image_pane import ImagePane, lookup_table
 
 
+def pane_aspect(pane: ImagePane) -> float:
+    """Width / height of the area an ImagePane draws its image in (1.0 before it has a size)."""
+    rect = pane.view.sceneBoundingRect()
+    w, h = rect.width(), rect.height()
+    if w < 8 or h < 8:
+        w, h = pane.width(), pane.height() - 20
+    return float(w) / float(h) if w > 0 and h > 0 else 1.0
+
+
+def aspect_changed(old: float | None, new: float, tolerance: float = 0.12) -> bool:
+    """Whether a grid laid out for ``old`` is worth laying out again for ``new``."""
+    return old is not None and abs(new - old) > tolerance * max(old, new)
+
+
 class ActivationView(QWidget):
     """Shows a :class:`LayerView`; click a tile or use the arrow keys to select a unit.
 
@@ -102,11 +116,7 @@ class ActivationView(QWidget):
     # -- the grid's shape ----------------------------------------------------------------------------
     def grid_aspect(self) -> float:
         """Width / height of the area the grid is drawn in (1.0 before the pane has a size)."""
-        rect = self.grid_pane.view.sceneBoundingRect()
-        w, h = rect.width(), rect.height()
-        if w < 8 or h < 8:
-            w, h = self.grid_pane.width(), self.grid_pane.height() - 20
-        return float(w) / float(h) if w > 0 and h > 0 else 1.0
+        return pane_aspect(self.grid_pane)
 
     def request_aspect(self) -> float:
         """The aspect to lay the next grid out for (remembered, so a resize asks again only when it changed)."""
@@ -119,9 +129,8 @@ class ActivationView(QWidget):
         return super().eventFilter(watched, event)
 
     def _check_aspect(self) -> None:
-        old, new = self._requested_aspect, self.grid_aspect()
-        if old is not None and self.layer_view is not None and not self.layer_view.is_vector \
-                and abs(new - old) > 0.12 * max(old, new):
+        if self.layer_view is not None and not self.layer_view.is_vector \
+                and aspect_changed(self._requested_aspect, self.grid_aspect()):
             self.grid_aspect_changed.emit()
 
     # -- showing -------------------------------------------------------------------------------------
