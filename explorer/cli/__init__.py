@@ -10,6 +10,7 @@ Subcommands are imported statically (:data:`SUBCOMMANDS`), so a frozen app has a
 - :mod:`.lstm`: ``lstm train|activations|cells|render|select|sample``
 - :mod:`.topk`: ``topk``, ``embed``
 - :mod:`.optimize`: ``visualize``, ``dream``, ``invert``
+- :mod:`.compare`: ``compare`` (two checkpoints layer by layer)
 - :mod:`.bench`: ``bench attribution``, ``bench live`` (:mod:`.live`)
 
 Shared options and helpers are in :mod:`.options`.
@@ -21,12 +22,12 @@ import logging
 import os
 import sys
 
-from explorer.cli import attribution, bench, explore, lstm, optimize, topk
+from explorer.cli import attribution, bench, compare, explore, lstm, optimize, topk
 from explorer.cli.options import CommandError, add_model_args, error_line
 from explorer.cli.window import add_gui_args, run_window
 
 # Each module has ``register(subparsers)`` that adds its subcommands with ``set_defaults(func=...)``.
-SUBCOMMANDS = (explore, attribution, bench, lstm, optimize, topk)
+SUBCOMMANDS = (explore, attribution, bench, lstm, optimize, topk, compare)
 
 
 class _VersionAction(argparse.Action):

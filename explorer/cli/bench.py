@@ -11,6 +11,7 @@ from typing import Callable
 
 from explorer.cli.live import LIVE_DESCRIPTION, LIVE_HELP, configure_bench_live
 from explorer.cli.topk import TOPK_HELP, configure_bench_topk
+from explorer.cli.compare import COMPARE_HELP, configure_bench_compare
 from explorer.cli.optimize import VISUALIZE_HELP, configure_bench_visualize
 from explorer.cli.options import add_json_arg, add_model_args, check_memory, describe_model, emit, model_from_args, positive_int
 
@@ -182,4 +183,5 @@ BENCHES: dict[str, tuple[str, str, BenchConfigure]] = {
     "live": (LIVE_HELP, LIVE_DESCRIPTION, configure_bench_live),
     "visualize": (VISUALIZE_HELP, "", configure_bench_visualize),
     "topk": (TOPK_HELP, "", configure_bench_topk),
+    "compare": (COMPARE_HELP, "", configure_bench_compare),
 }

@@ -437,3 +437,35 @@ def top_overlap(index_a: TopKIndex, index_b: TopKIndex, layer: str) -> np.ndarra
         pb = {index_b.paths[i] for i in lb.images[u] if i >= 0}
         out[u] = len(pa & pb)
     return out
+
+
+def heatmap_picture(cka: np.ndarray, layers_a: Sequence[str], layers_b: Sequence[str], cell: int = 24,
+                    colormap: str = "inferno"):
+    """The CKA heatmap as a Pillow image: A's layers down (first at the top), B's across, levels 0 to 1,
+    a colour bar on the right; NaN cells grey."""
+    from PIL import Image, ImageDraw  # noqa: PLC0415
+
+    from explorer.core.colormaps import colorbar, colorize  # noqa: PLC0415
+
+    p, q = cka.shape
+    rgb = colorize(np.clip(cka, 0.0, 1.0), (0.0, 1.0), colormap)
+    rgb[~np.isfinite(cka)] = 128
+    cells = np.repeat(np.repeat(rgb, cell, 0), cell, 1)
+    label_w = 7 * max((len(n) for n in layers_a), default=4) + 12
+    label_h = 7 * max((len(n) for n in layers_b), default=4) + 12
+    bar_w = 60
+    img = Image.new("RGB", (label_w + q * cell + bar_w, max(label_h + p * cell + 8, 200)), "white")
+    img.paste(Image.fromarray(np.ascontiguousarray(cells)), (label_w, label_h))
+    draw = ImageDraw.Draw(img)
+    for i, name in enumerate(layers_a):
+        draw.text((4, label_h + i * cell + cell // 2 - 5), name, fill="black")
+    for j, name in enumerate(layers_b):
+        col = Image.new("RGB", (label_h - 6, cell), "white")
+        ImageDraw.Draw(col).text((2, cell // 2 - 5), name, fill="black")
+        img.paste(col.rotate(90, expand=True), (label_w + j * cell, 2))
+    draw.text((4, 4), "rows: A, columns: B", fill="black")
+    bar_h = max(64, p * cell)
+    img.paste(Image.fromarray(colorbar(colormap, bar_h, 14)), (label_w + q * cell + 10, label_h))
+    draw.text((label_w + q * cell + 28, label_h - 4), "1", fill="black")
+    draw.text((label_w + q * cell + 28, label_h + bar_h - 8), "0", fill="black")
+    return img
