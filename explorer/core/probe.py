@@ -58,11 +58,28 @@ def module_macs(module: nn.Module, inputs: tuple, output: torch.Tensor) -> int:
         return output.numel() // batch * module.in1_features * module.in2_features
     if isinstance(module, nn.MultiheadAttention):
         return _attention_macs(module, inputs, output)
+    if _is_window_attention(module) and output.dim() == 4:
+        return _window_attention_macs(module, output)
     if isinstance(getattr(module, "qkv", None), nn.Linear) and hasattr(module, "num_heads") and output.dim() == 3:
         # timm-style attention: its qkv and proj Linears count themselves; the QK^T and AV products here
         tokens, dim = output.shape[1], output.shape[2]
         return 2 * tokens * tokens * dim
     return 0
+
+
+def _is_window_attention(module: nn.Module) -> bool:
+    return isinstance(getattr(module, "qkv", None), nn.Linear) and hasattr(module, "window_size") \
+        and hasattr(module, "shift_size") and callable(getattr(module, "get_relative_position_bias", None))
+
+
+def _window_attention_macs(module: nn.Module, output: torch.Tensor) -> int:
+    """torchvision's Swin window attention, for one input: its qkv and proj Linears are applied by a
+    functional call (their hooks never run), over the map padded to whole windows of N positions, and the
+    QK^T and AV products within each window (N per position each)."""
+    h, w, c = output.shape[1:]
+    wh, ww = (int(s) for s in module.window_size)
+    positions = (h + (wh - h % wh) % wh) * (w + (ww - w % ww) % ww)
+    return positions * c * 3 * c + positions * c * c + 2 * positions * wh * ww * c
 
 
 def _attention_macs(module: nn.MultiheadAttention, inputs: tuple, output: torch.Tensor) -> int:

@@ -6,7 +6,9 @@ never materialises them, and never calls ``attn_drop``). With gradients on, the 
 from those weights (A V, then the output projection) and replaces its own, so that d(score)/dA exists.
 
 Supported: ``nn.MultiheadAttention`` self-attention (torchvision's ViT) and timm-style attention modules
-(a ``qkv`` Linear, ``num_heads``, ``proj``; optional ``q_norm``/``k_norm``).
+(a ``qkv`` Linear, ``num_heads``, ``proj``; optional ``q_norm``/``k_norm``); torchvision's Swin window
+attention for one query's map (:mod:`.window_attention`: relative position bias and shifted-window mask),
+but not for rollout, which needs one attention over one token sequence.
 
 Rollout (Abnar & Zuidema 2020): with A_l the head-fused attention of block l (mean, max or min over
 heads; the lowest ``discard_ratio`` of its weights set to 0, never the class token's own column),
@@ -27,6 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from explorer.core.attribution.target import Target, TargetError, target_fn
+from explorer.core.attribution.window_attention import (WindowGeometry, is_window_attention, rebuild_window_output,
+                                                        window_attention_weights, window_query_map)
 from explorer.core.transformers import TokenLayout, token_layout
 
 FUSIONS = ("mean", "max", "min")
@@ -44,14 +48,21 @@ def attention_layers(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if n and is_attention(m)]
 
 
+def window_attention_layers(model: nn.Module) -> list[str]:
+    """Names of the window attention modules (Swin's) this module can recompute, in order."""
+    return [n for n, m in model.named_modules() if n and is_window_attention(m)]
+
+
 def attention_for_layer(model: nn.Module, layer: str | None) -> str:
     """The attention module of ``layer``: itself, the first one inside it, the one beside it (a block's
-    norm or MLP picks its block's attention), else the last one before it. None picks the last block's."""
-    names = attention_layers(model)
+    norm or MLP picks its block's attention), else the last one before it. None picks the last block's.
+    Global and window (Swin) attention alike."""
+    names = sorted(set(attention_layers(model)) | set(window_attention_layers(model)),
+                   key=[n for n, _ in model.named_modules()].index)
     if not names:
         raise TargetError("the model has no attention layer that can be recomputed (nn.MultiheadAttention "
-                          "self-attention, or a module with qkv, proj and num_heads; Swin's shifted-window "
-                          "attention is not one)")
+                          "self-attention, a module with qkv, proj and num_heads, or torchvision's Swin "
+                          "window attention)")
     if layer is None:
         return names[-1]
     if layer in names:
@@ -116,8 +127,9 @@ def rebuild_output(module: nn.Module, x: torch.Tensor, attn: torch.Tensor) -> to
 @dataclass
 class AttentionRecord:
     layer: str
-    weights: torch.Tensor  # (B, heads, T, T), rows sum to 1
+    weights: torch.Tensor  # (B, heads, T, T), rows sum to 1; window attention: (B, windows, heads, N, N)
     grad: torch.Tensor | None = None  # d(target)/d(weights), when asked for
+    windows: WindowGeometry | None = None  # window attention only: how the grid was cut into windows
 
 
 @contextmanager
@@ -133,6 +145,9 @@ def recording(model: nn.Module, layers: list[str] | None = None, rebuild: bool =
 
         def pre(mod, args, kwargs, key=name):
             x = args[0] if args else kwargs.get("query", kwargs.get("x"))
+            if is_window_attention(mod):
+                mod._explorer_input = x
+                return
             if isinstance(mod, nn.MultiheadAttention):
                 if kwargs.get("attn_mask") is not None or kwargs.get("key_padding_mask") is not None:
                     raise TargetError(f"{key}: masked attention is not supported")
@@ -142,6 +157,10 @@ def recording(model: nn.Module, layers: list[str] | None = None, rebuild: bool =
 
         def post(mod, _args, _kwargs, output, key=name):
             x = mod.__dict__.pop("_explorer_input", None)
+            if x is not None and x.dim() == 4 and is_window_attention(mod):
+                weights, geo = window_attention_weights(mod, x)
+                records.append(AttentionRecord(key, weights if rebuild else weights.detach(), windows=geo))
+                return rebuild_window_output(mod, x, weights) if rebuild else None
             if x is None or x.dim() != 3:
                 return None
             weights = attention_weights(mod, x)
@@ -243,6 +262,8 @@ def query_attention(model: nn.Module, x: torch.Tensor, layer: str | None = None,
     records = record_attention(model, x, [name])
     if not records:
         raise TargetError(f"attention layer {name} did not run in the forward pass")
+    if records[-1].windows is not None:
+        return _window_query(records[-1], name, query)
     attn = records[-1].weights
     layout = layout_for(model, x, attn.shape[-1])
     if not 0 <= query < attn.shape[-1]:
@@ -252,10 +273,24 @@ def query_attention(model: nn.Module, x: torch.Tensor, layer: str | None = None,
     return TokenMap(row.reshape(row.shape[0], row.shape[1], rows, cols), layout, name, query)
 
 
+def _window_query(record: AttentionRecord, name: str, query: int) -> TokenMap:
+    """Every head's attention from grid position ``query`` (r * W + c) of a window attention layer to the
+    grid (B, heads, H, W): zero outside the query's window."""
+    geo = record.windows
+    h, w = geo.size
+    if not 0 <= query < h * w:
+        raise TargetError(f"query position must be in 0..{h * w - 1} ({h}x{w} grid of {name}), not {query}")
+    return TokenMap(window_query_map(record.weights, geo, *divmod(query, w)), TokenLayout((h, w), 0), name, query)
+
+
 def attention_rollout(model: nn.Module, x: torch.Tensor, fusion: str = "mean", discard_ratio: float = 0.9,
                       target: Target | None = None) -> TokenMap:
     """Rollout of the class token's attention to the patch tokens (B, 1, rows, cols). With ``target``: the
     gradient-weighted, class-specific variant (heads fused as mean ReLU(A * dA))."""
+    if not attention_layers(model) and window_attention_layers(model):
+        raise TargetError("attention rollout needs one attention over the whole token sequence in every block; "
+                          "Swin attends within windows and merges patches between stages (use attention of "
+                          "one query, Grad-CAM or occlusion)")
     if target is None:
         records = record_attention(model, x)
         if not records:
