@@ -5,7 +5,8 @@
 
 Opens the main window with no settings and the bundled default model (and the sample images), then for
 each size and each tab: resizes the window, shows the tab, waits until the window has no work left and
-saves ``<out>/<tab>_<w>x<h>.png`` (the whole window, docks and toolbar included).
+saves ``<out>/<tab>_<w>x<h>.png`` (the whole window, docks and toolbar included; the LSTM tab's gate
+saturation page as ``lstm-saturation_<w>x<h>.png``).
 """
 from __future__ import annotations
 
@@ -77,13 +78,22 @@ def main(argv: list[str] | None = None) -> int:
             window.show_view(tab)
             if not wait_idle(app, window):
                 print(f"{tab} at {w}x{h}: still busy after the timeout; saved as it is", file=sys.stderr)
-            path = args.out / f"{tab}_{w}x{h}.png"
-            if window.grab().save(str(path)):
-                print(f"saved {path} ({window.width()}x{window.height()}, centre "
-                      f"{window.centralWidget().width()} px wide)")
-            else:
-                print(f"could not save {path}", file=sys.stderr)
-                failed += 1
+            shots = [(tab, None)]
+            if tab == "lstm":  # its side pane's second page too
+                shots.append(("lstm-saturation", window.lstm_panel.side_tabs))
+            for name, side_tabs in shots:
+                if side_tabs is not None:
+                    side_tabs.setCurrentIndex(1)
+                    wait_idle(app, window)
+                path = args.out / f"{name}_{w}x{h}.png"
+                if window.grab().save(str(path)):
+                    print(f"saved {path} ({window.width()}x{window.height()}, centre "
+                          f"{window.centralWidget().width()} px wide)")
+                else:
+                    print(f"could not save {path}", file=sys.stderr)
+                    failed += 1
+                if side_tabs is not None:
+                    side_tabs.setCurrentIndex(0)
     for message in window.errors:
         print(f"window message: {message}", file=sys.stderr)
     window.close()

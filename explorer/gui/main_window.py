@@ -173,6 +173,7 @@ class MainWindow(QMainWindow):
         bar = QToolBar("Model")
         bar.setObjectName("ModelToolbar")
         self.addToolBar(bar)
+        self.model_toolbar = bar
         bar.addWidget(QLabel(" model "))
         self.model_combo = QComboBox()
         self.model_combo.setEditable(True)

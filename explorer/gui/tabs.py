@@ -27,20 +27,24 @@ def add_lstm_view(window):
     from explorer.gui.panels.lstm import LstmPanel  # noqa: PLC0415
 
     panel = LstmPanel(window)
-    window.add_view("lstm", "LSTM", panel)
-    panel.statusChanged.connect(window.statusBar().showMessage)
+    window.add_view("lstm", "LSTM", panel)  # its statistics and messages: its own status line, once
 
     docks_shown = {}
 
     def ensure_loaded(_index: int = -1) -> None:
-        # the layer table and the image input say nothing about a text model: make room while it is shown
+        # the layer table, the image input, the CNN toolbar and the CNN status fields say nothing about a
+        # text model: hidden while it is shown, as they were when it is left (isHidden: the window may not
+        # be shown yet when --view lstm opens the tab)
         on_lstm = window.current_view() is panel
-        for dock in (window.layers_dock, window.input_dock):
+        for widget in (window.layers_dock, window.input_dock, window.model_toolbar, window.model_label,
+                       window.device_label, window.device_combo):
             if on_lstm:
-                docks_shown.setdefault(dock, dock.isVisible())
-                dock.hide()
-            elif dock in docks_shown:
-                dock.setVisible(docks_shown.pop(dock))
+                docks_shown.setdefault(widget, not widget.isHidden())
+                widget.hide()
+            elif widget in docks_shown:
+                widget.setVisible(docks_shown.pop(widget))
+        if on_lstm:
+            window.statusBar().clearMessage()  # a CNN message ("loaded ...") says nothing here
         if panel.model is None and on_lstm:
             panel.load_model("bundled")
             if not panel.view.text():

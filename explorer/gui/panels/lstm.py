@@ -23,9 +23,27 @@ from explorer.core.rnn.cells import CellRef, TextAnalysis, analyse_text_steps, c
 from explorer.core.rnn.render import LUT, display_values, heat_strip, value_colors
 from explorer.gui.widgets.cell_text_view import CellTextView
 from explorer.gui.widgets.heat_strip import HEAT_ROWS, HeatStrip
+from explorer.gui.widgets.lines_label import LinesLabel
 from explorer.gui.workers import Task, TaskRunner, describe_error
 
 AUTO_ANALYSE_CHARS = 20_000  # typing re-analyses automatically up to this length
+QUANTITY_NAMES = {"h": "hidden state h", "c": "cell state c", "i": "input gate i", "f": "forget gate f",
+                  "g": "cell input g", "o": "output gate o", "r": "reset gate r", "z": "update gate z",
+                  "n": "new gate n"}
+WRITTEN_COLOR = "#1b9e3e"  # the underline of model-written text (the selection's is dark grey)
+
+
+def describe_cell(cell: CellRef) -> str:
+    """``0:c:28`` in words: ``layer 0, cell state c, unit 28``."""
+    return f"layer {cell.layer}, {QUANTITY_NAMES.get(cell.quantity, cell.quantity)}, unit {cell.index}"
+
+
+def cell_legend(cell_kind: str | None) -> str:
+    """The legend line under the text: how cells are named, what the underlines mean."""
+    example = describe_cell(CellRef(0, "c" if cell_kind in (None, "lstm") else "h", 28))
+    names = ", ".join(QUANTITY_NAMES[q] for q in QUANTITIES.get(cell_kind or "lstm", ()))
+    return (f"cells are layer:quantity:unit, e.g. {'0:c:28' if cell_kind in (None, 'lstm') else '0:h:28'} = "
+            f"{example} ({names}) · green underline: written by the model · black underline: your selection")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -61,6 +79,7 @@ class LstmPanel(QWidget):
         self._pending_text: str | None = None
         self._job_text = ""
         self._written = ""
+        self._written_from = 0
         self._build()
 
     # -- layout
@@ -91,12 +110,21 @@ class LstmPanel(QWidget):
         self.write_button = QPushButton("Let the model write")
         self.write_button.clicked.connect(self._toggle_sampling)
 
+        cell_tip = ("The cell shown: layer, quantity (h hidden state, c cell state, i/f/o input/forget/output "
+                    "gates, g cell input; GRU: r/z reset/update gates, n new gate), unit")
+        for w in (self.layer_box, self.quantity_box, self.index_box):
+            w.setToolTip(cell_tip)
+        # two rows: one row of every control is wider than a 1024 px screen's tab
         top = QHBoxLayout()
-        for w in (self.model_label, open_model, bundled, open_text, QLabel("cell"), self.layer_box,
-                  self.quantity_box, self.index_box, QLabel("temperature"), self.temperature,
-                  QLabel("length"), self.length, self.write_button):
+        for w in (self.model_label, open_model, bundled, open_text):
             top.addWidget(w)
         top.insertStretch(1)
+        second = QHBoxLayout()
+        for w in (QLabel("cell (layer:quantity:unit)"), self.layer_box, self.quantity_box, self.index_box):
+            second.addWidget(w)
+        second.addStretch(1)
+        for w in (QLabel("temperature"), self.temperature, QLabel("length"), self.length, self.write_button):
+            second.addWidget(w)
 
         self.editor = QPlainTextEdit()
         self.editor.setPlaceholderText("Type or paste text here (Ctrl+Enter analyses long texts)")
@@ -114,7 +142,9 @@ class LstmPanel(QWidget):
 
         self.browser = QTreeWidget()
         self.browser.setHeaderLabels(["indicator / cell", "r", "AUROC"])
-        self.browser.setColumnWidth(0, 190)
+        self.browser.headerItem().setToolTip(0, "Cells as layer:quantity:unit, e.g. 0:c:28 = layer 0, cell "
+                                                "state c, unit 28 (the tooltip of each cell says it in words)")
+        self.browser.setColumnWidth(0, 170)
         self.browser.itemClicked.connect(self._browser_clicked)
         self.browser.itemActivated.connect(self._browser_clicked)
         find_sel = QPushButton("Cells for my selection")
@@ -134,8 +164,14 @@ class LstmPanel(QWidget):
 
         self.saturation_plot = pg.PlotWidget()
         self.saturation_plot.setBackground("w")
-        self.saturation_plot.setLabel("bottom", "left-saturated (< 0.1)")
-        self.saturation_plot.setLabel("left", "right-saturated (> 0.9)")
+        # axis titles are HTML: a bare "<" began a tag and cut the title at "(" ; the left axis gets the
+        # width its title and ticks need
+        self.saturation_plot.setLabel("bottom", "left-saturated (&lt; 0.1)")
+        self.saturation_plot.setLabel("left", "right-saturated (&gt; 0.9)")
+        self.saturation_plot.getAxis("left").setWidth(52)
+        self.saturation_plot.getAxis("bottom").setHeight(40)
+        self.saturation_plot.setToolTip("Each gate unit: the fraction of characters where it is left-saturated "
+                                        "(below 0.1, x) and right-saturated (above 0.9, y). Click a point.")
         self.saturation_plot.setXRange(0, 1)
         self.saturation_plot.setYRange(0, 1)
         self.saturation_plot.addLegend(offset=(-10, 10))
@@ -145,22 +181,27 @@ class LstmPanel(QWidget):
         side.addTab(browser_box, "Cells")
         side.addTab(self.saturation_plot, "Gate saturation")
 
+        self.legend = LinesLabel(2, cell_legend(None))
+        self.legend.setTextFormat(Qt.TextFormat.PlainText)
         left = QWidget()
         ll = QVBoxLayout(left)
         ll.setContentsMargins(0, 0, 0, 0)
         ll.addWidget(self.editor)
         ll.addWidget(self.view, 1)
         ll.addWidget(self.heat)
+        ll.addWidget(self.legend)
         split = QSplitter()
         split.addWidget(left)
         split.addWidget(side)
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 1)
+        split.setSizes([700, 300])
 
-        self.status = QLabel("")
+        self.status = LinesLabel(2)  # the one place the statistics and messages are shown
         self.statusChanged.connect(self.status.setText)
         layout = QVBoxLayout(self)
         layout.addLayout(top)
+        layout.addLayout(second)
         layout.addWidget(split, 1)
         layout.addWidget(self.status)
 
@@ -186,6 +227,7 @@ class LstmPanel(QWidget):
         for box in (self.layer_box, self.quantity_box, self.index_box):
             box.blockSignals(False)
         self.cell = None  # the analysis shows the best string-literal cell first
+        self.legend.setText(cell_legend(cfg.cell))
         self.modelLoaded.emit(str(path_or_name))
         if self.view.text():
             self.set_text(self.view.text())
@@ -193,7 +235,7 @@ class LstmPanel(QWidget):
 
     def set_text(self, text: str) -> None:
         """Show ``text`` and analyse it in the background (replay, cell search, saturation)."""
-        self.view.set_text(text)
+        self.view.set_text(text, keep_written=True)
         self.analysis = None
         self._start_analysis(text)
 
@@ -348,6 +390,7 @@ class LstmPanel(QWidget):
             for s in scores:
                 child = QTreeWidgetItem([str(s.cell), f"{s.r:+.3f}", "" if s.auroc is None else f"{s.auroc:.3f}"])
                 child.setData(0, Qt.ItemDataRole.UserRole, s.cell)
+                child.setToolTip(0, f"{s.cell} = {describe_cell(s.cell)}")
                 top.addChild(child)
             self.browser.addTopLevelItem(top)
             top.setExpanded(True)
@@ -396,7 +439,9 @@ class LstmPanel(QWidget):
         if self.cell.quantity == "c":
             shown = display_values("c", cell_values(rep, self.cell))[index]
             shown_as = f" (shown as {shown:+.3f}, c / max |c|)"
-        return f"{_printable(rep.text[index])}  cell {self.cell} = {value:+.3f}{shown_as}\nnext: {nexts}"
+        written = "  (written by the model)" if self.view.is_written(index) else ""
+        return (f"{_printable(rep.text[index])}  cell {self.cell} = {value:+.3f}{shown_as}{written}\n"
+                f"{self.cell} = {describe_cell(self.cell)}\nnext: {nexts}")
 
     def _show_hover(self, index: int, global_pos: QPoint) -> None:
         text = self.hover_text(index)
@@ -420,6 +465,7 @@ class LstmPanel(QWidget):
         for c in result.cells:
             child = QTreeWidgetItem([str(c.cell), f"{c.score:+.2f}", f"{c.on_inside:.2f}"])
             child.setData(0, Qt.ItemDataRole.UserRole, c.cell)
+            child.setToolTip(0, f"{c.cell} = {describe_cell(c.cell)}")
             top.addChild(child)
         matches = QTreeWidgetItem([f"where the top {min(3, len(result.cells))} fire together "
                                    f"({len(result.matches)})"])
@@ -468,6 +514,7 @@ class LstmPanel(QWidget):
 
         job = Task(chunks)
         self._written = full
+        self._written_from = len(full)  # what comes after this is the model's: the view underlines it
         job.signals.yielded.connect(self._sample_chunk)
         job.signals.errored.connect(self._job_failed)
         job.signals.done.connect(self._sample_done)
@@ -483,7 +530,8 @@ class LstmPanel(QWidget):
         self.editor.blockSignals(True)
         self.editor.setPlainText(self._written)
         self.editor.blockSignals(False)
-        self.view.set_text(self._written)
+        self.view.set_text(self._written, keep_written=True)
+        self.view.add_written(self._written_from, len(self._written))
         self.view.verticalScrollBar().setValue(self.view.verticalScrollBar().maximum())
         self._start_analysis(self._written)
 

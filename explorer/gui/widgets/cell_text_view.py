@@ -10,6 +10,7 @@ from PySide6.QtWidgets import (QAbstractScrollArea, QWidget)
 from explorer.core.rnn.render import line_offsets, text_color_for
 
 _WHITE, _BLACK, _DARK = QColor(255, 255, 255), QColor(0, 0, 0), QColor(20, 20, 20)
+_WRITTEN = QColor("#1b9e3e")  # model-written text: a green underline (the legend line says so)
 
 
 
@@ -28,11 +29,27 @@ def rgb_image(rgb: np.ndarray) -> QImage:
 
 
 
+def _common_prefix(a: str, b: str) -> int:
+    """Length of the longest common prefix of ``a`` and ``b``."""
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    lo, hi = 0, n  # a[:lo] == b[:lo], a[:hi] != b[:hi]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
 class CellTextView(QAbstractScrollArea):
     """Read-only text with one background colour per character; paints only the visible lines.
 
     Drag to select a span, Ctrl-drag to add more (for the selection search); hover reports the
-    character under the mouse through ``hovered``.
+    character under the mouse through ``hovered``. Text the model wrote (:meth:`add_written`) is
+    underlined in green, the selection in black.
     """
 
     hovered = Signal(int, QPoint)  # character index (−1 for none), global position
@@ -55,6 +72,7 @@ class CellTextView(QAbstractScrollArea):
         self._bg: np.ndarray | None = None  # (T, 3) uint8
         self._fg: np.ndarray | None = None
         self._spans: list[tuple[int, int]] = []
+        self._written: list[tuple[int, int]] = []  # [start, end) ranges the model wrote
         self._drag_start: int | None = None
         self._max_cols = 1
         self.viewport().setMouseTracking(True)
@@ -62,7 +80,13 @@ class CellTextView(QAbstractScrollArea):
         self.horizontalScrollBar().valueChanged.connect(self._visible_changed)
 
     # -- content
-    def set_text(self, text: str) -> None:
+    def set_text(self, text: str, keep_written: bool = False) -> None:
+        """Show ``text``; ``keep_written`` keeps the model-written marks on the part that did not change."""
+        if keep_written and self._written:
+            common = _common_prefix(self._text, text)
+            self._written = [(a, min(b, common)) for a, b in self._written if a < common]
+        else:
+            self._written = []
         self._text = text
         self._lines = line_offsets(text)
         lengths = np.diff(np.append(self._lines, len(text) + 1)) if len(text) else np.ones(1)
@@ -88,6 +112,23 @@ class CellTextView(QAbstractScrollArea):
         self._bg = background
         self._fg = text_color_for(background) if background is not None else None
         self.viewport().update()
+
+    def add_written(self, start: int, end: int) -> None:
+        """Mark characters [start, end) as written by the model (merged with a range it continues)."""
+        start, end = max(0, start), min(end, len(self._text))
+        if start >= end:
+            return
+        if self._written and self._written[-1][0] <= start <= self._written[-1][1]:
+            start = self._written.pop()[0]
+        self._written.append((start, end))
+        self.viewport().update()
+
+    def written(self) -> list[tuple[int, int]]:
+        """The [start, end) ranges the model wrote."""
+        return list(self._written)
+
+    def is_written(self, index: int) -> bool:
+        return any(a <= index < b for a, b in self._written)
 
     def spans(self) -> list[tuple[int, int]]:
         return list(self._spans)
@@ -195,12 +236,15 @@ class CellTextView(QAbstractScrollArea):
                     p.setPen(_WHITE if is_white else _BLACK)
                     pen = is_white
                 p.drawText(int(round(4 + s * self._cw)), y, segment[s:e])
-        for s_start, s_end in self._spans:  # the selection: a dark underline
-            for row, (a, b) in enumerate(rows):
-                lo, hi = max(a, s_start), min(b, s_end)
-                if lo < hi:
-                    x0 = int(round(4 + (lo - a) * self._cw))
-                    p.fillRect(x0, (row + 1) * self._lh - 2, int(round(4 + (hi - a) * self._cw)) - x0, 2, _DARK)
+        for ranges, colour, lift in ((self._written, _WRITTEN, 2), (self._spans, _DARK, 0)):
+            # model-written: a green underline; the selection: a dark one just below it
+            for s_start, s_end in ranges:
+                for row, (a, b) in enumerate(rows):
+                    lo, hi = max(a, s_start), min(b, s_end)
+                    if lo < hi:
+                        x0 = int(round(4 + (lo - a) * self._cw))
+                        p.fillRect(x0, (row + 1) * self._lh - 2 - lift, int(round(4 + (hi - a) * self._cw)) - x0, 2,
+                                   colour)
         p.end()
 
     # -- mouse

@@ -6,12 +6,13 @@ kernel is nine flat squares, not a blur); a legend says what the tiles are and h
 from __future__ import annotations
 
 from PySide6.QtCore import QEvent, QTimer, Signal
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QVBoxLayout, QWidget
 
 from explorer.core.explore import FilterView
 
 from explorer.gui.widgets.activation_view import aspect_changed, pane_aspect
 from explorer.gui.widgets.image_pane import ImagePane
+from explorer.gui.widgets.lines_label import LinesLabel
 
 
 def first_layer_legend(view: FilterView, zoom: float | None = None) -> str:
@@ -28,19 +29,6 @@ def first_layer_legend(view: FilterView, zoom: float | None = None) -> str:
     if zoom is not None and zoom >= 1.05:
         text += f" · {zoom:.0f}x, nearest neighbour"
     return text
-
-
-class LinesLabel(QLabel):
-    """A wrapped label ``lines`` lines high that asks no height for its width: a height-for-width child makes
-    the tab's scroll area size the panel by the panes' preferred height, and scroll a window that has room."""
-
-    def __init__(self, lines: int = 2, parent=None):
-        super().__init__("", parent)
-        self.setWordWrap(True)
-        self.setFixedHeight(lines * self.fontMetrics().lineSpacing() + 4)
-
-    def hasHeightForWidth(self) -> bool:  # noqa: N802 - Qt's name
-        return False
 
 
 class FilterPanel(QWidget):
