@@ -23,6 +23,7 @@ after each minibatch and returns the :class:`Comparison`.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -126,9 +127,12 @@ def output_shapes(model: nn.Module, shape: tuple[int, ...], device: torch.device
     """Each leaf module's output shape (without the batch axis) for one zero input of ``shape`` (C, H, W)."""
     shapes: dict[str, tuple[int, ...]] = {}
     handles = []
+    me = threading.get_ident()
     for name, module in model.named_modules():
         if name and not list(module.children()):
             def hook(_m, _i, out, key=name):
+                if threading.get_ident() != me:  # another panel runs the same module meanwhile
+                    return
                 t = first_tensor(out)
                 if t is not None:
                     shapes[key] = tuple(t.shape[1:])
@@ -279,11 +283,14 @@ class _GramHooks:
     def __init__(self, model: nn.Module, layers: Sequence[str]):
         self.grams: dict[str, torch.Tensor] = {}
         self.handles = []
+        self.thread = threading.get_ident()  # the window may run the same module in another thread
         for name in layers:
             self.handles.append(get_layer(model, name).register_forward_hook(
                 lambda _m, _i, out, key=name: self._store(key, out)))
 
     def _store(self, key: str, out) -> None:
+        if threading.get_ident() != self.thread:
+            return
         t = first_tensor(out)
         if t is not None:
             self.grams[key] = gram(t)  # computed before an in-place ReLU can change the output

@@ -18,6 +18,7 @@ def add_panels(window) -> None:
     window.embed_panel = add_embed_view(window)
     window.optimize_panel = add_optimize_view(window)
     window.costs_panel = add_costs_view(window)
+    window.compare_panel = add_compare_view(window)
     window.refresh_view_menu()
     window.resizeDocks([window.layers_dock, window.input_dock], [440, 300], Qt.Horizontal)
 
@@ -112,4 +113,16 @@ def add_embed_view(window):
     panel.failed.connect(window.show_error)
     window.tabs.currentChanged.connect(lambda _i: panel.ensure() if window.current_view() is panel else None)
     window.input_changed.connect(lambda *_: panel.ensure() if window.current_view() is panel else None)
+    return panel
+
+
+def add_compare_view(window):
+    """The Compare tab: the window's model (A) beside a second checkpoint (B); the top-5 follow the input."""
+    from explorer.gui.panels.compare import ComparePanel  # noqa: PLC0415
+
+    panel = ComparePanel(window)
+    window.add_view("compare", "Compare", panel)
+    panel.failed.connect(window.show_error)
+    window.input_changed.connect(panel.refresh_image)
+    window.activations.unit_selected.connect(lambda _unit: panel.refresh_image())
     return panel
