@@ -73,18 +73,24 @@ def test_fourier_parameterization_round_trips():
 
 
 def test_truncation_computes_nothing_above_the_layer(shapes):
-    ran = []
-    handles = [m.register_forward_hook(lambda mod, i, o, n=n: ran.append(n))
-               for n, m in shapes.module.named_modules() if n and not list(m.children())]
     x = torch.randn(1, 3, 128, 128)
-    try:
-        out = Truncated(shapes.module, "features.relu2")(x)
-    finally:
-        for h in handles:
-            h.remove()
-    assert torch.allclose(out, layer_output(shapes.module, x, "features.relu2", stop=False))
-    last = [n for n in ran][-1]
-    assert last == "features.relu2" and not any(n.startswith(("features.conv3", "classifier")) for n in ran[-6:])
+    for fast in (False, True):
+        truncated = Truncated(shapes.module, "features.relu2", fast=fast)
+        truncated(x)  # the first call probes the model (whole passes); the steps are the calls after it
+        model = truncated._fast[tuple(x.shape[1:])][0] if fast else shapes.module
+        leaves = [n for n, m in model.named_modules() if n and not list(m.children())]
+        ran = []
+        handles = [model.get_submodule(n).register_forward_hook(lambda mod, i, o, n=n: ran.append(n))
+                   for n in leaves]
+        try:
+            out = truncated(x)
+        finally:
+            for h in handles:
+                h.remove()
+        assert torch.allclose(out, layer_output(shapes.module, x, "features.relu2", stop=False), atol=1e-5)
+        assert ran[-1] == "features.relu2", fast
+        above = leaves[leaves.index("features.relu2") + 1:]
+        assert above and not set(ran) & set(above), (fast, ran)
 
 
 def test_optimized_image_beats_every_sample_image(shapes, samples):
@@ -185,3 +191,66 @@ def test_weights_need_no_gradient_while_optimizing_and_are_restored(shapes):
     finally:
         for p, flag in zip(params, before):
             p.requires_grad_(flag)
+
+
+class _ConvBnNet(torch.nn.Module):
+    """Three conv + batch-norm pairs; conv2's output also feeds a skip, so that pair cannot be folded."""
+
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+        self.conv1, self.bn1 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.conv2, self.bn2 = nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.conv3, self.bn3 = nn.Conv2d(8, 8, 3), nn.BatchNorm2d(8, affine=False)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x):
+        x = torch.relu(self.bn1(self.conv1(x)))
+        y = self.conv2(x)
+        x = torch.relu(self.bn2(y)) + y
+        x = self.bn3(self.conv3(x))
+        return self.head(x.mean((2, 3)))
+
+
+def _conv_bn_net():
+    torch.manual_seed(0)
+    net = _ConvBnNet().double().eval()
+    for m in net.modules():  # statistics far from the identity, so that a wrong fold shows
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_()
+            m.running_var.uniform_(0.2, 3.0)
+            if m.weight is not None:
+                m.weight.data.normal_()
+                m.bias.data.normal_()
+    return net
+
+
+def test_fast_truncation_folds_batch_norms_and_gives_the_same_values_and_gradients():
+    from explorer.core.optimize.truncate import foldable_pairs
+
+    net = _conv_bn_net()
+    x = torch.randn(2, 3, 12, 12, dtype=torch.float64)
+    assert foldable_pairs(net, None, x) == [("conv1", "bn1"), ("conv3", "bn3")]
+    assert foldable_pairs(net, net.conv3, x) == [("conv1", "bn1")]  # the target's own output stays raw
+    for layer, folded in ((None, 2), ("bn3", 2), ("conv3", 1), ("bn1", 1)):
+        slow, fast = Truncated(net, layer), Truncated(net, layer, fast=True)
+        xs, xf = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+        a, b = slow(xs), fast(xf)
+        assert fast.folded == folded and fast.channels_last, layer
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12), layer
+        ga, = torch.autograd.grad((a * a).sum(), xs)
+        gb, = torch.autograd.grad((b * b).sum(), xf)
+        assert torch.allclose(ga, gb, rtol=1e-10, atol=1e-12), layer
+    # the model itself is untouched: its batch norms are still there and its weights are shared
+    fast = Truncated(net, None, fast=True)
+    fast(x)
+    assert isinstance(net.bn1, torch.nn.BatchNorm2d)
+    copy_ = fast._fast[tuple(x.shape[1:])][0]
+    assert isinstance(copy_.bn1, torch.nn.Identity) and copy_.conv2.weight is net.conv2.weight
+
+
+def test_fast_truncation_falls_back_when_folding_would_change_the_result():
+    net = _conv_bn_net().train()  # batch statistics: nothing may be folded
+    x = torch.randn(2, 3, 12, 12, dtype=torch.float64)
+    fast = Truncated(net, None, fast=True)
+    assert torch.allclose(fast(x), Truncated(net, None)(x)) and fast.folded == 0

@@ -95,7 +95,7 @@ def dream_steps(model: nn.Module, spec, x: torch.Tensor, settings: DreamSettings
     s = settings
     _check(s)
     device = torch.device(device) if device is not None else x.device
-    truncated = Truncated(model, s.layer)
+    truncated = Truncated(model, s.layer, fast=True)
     space = PixelSpace.for_spec(spec, device)
     generator = torch.Generator().manual_seed(int(s.seed))
     start = time.perf_counter()

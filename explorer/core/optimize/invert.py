@@ -132,7 +132,7 @@ def invert_steps(model: nn.Module, spec, x: torch.Tensor, settings: InvertSettin
     start = time.perf_counter()
     inversions = []
     for layer in s.layers:
-        truncated = Truncated(model, layer)
+        truncated = Truncated(model, layer, fast=True)
         with torch.no_grad():
             code = truncated(x).detach().clone()
         generator = torch.Generator().manual_seed(int(s.seed))
