@@ -4,15 +4,20 @@ equals a naive per-key computation from the definitions (relative position bias,
 windows wrapping around the edge, padding), and the layer table's MACs equal torchvision's own figures."""
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 import torch
 import torchvision
 
+from explorer.cli import main
 from explorer.core.attribution.attention import attention_rollout, query_attention, record_attention, recording
 from explorer.core.attribution.methods import AttentionSettings, compute_attribution
 from explorer.core.attribution.target import Target, TargetError
 from explorer.core.attribution.window_attention import is_window_attention
 from explorer.core.costs import cost_table
+from explorer.core.models import zoo
 from explorer.core.probe import layer_table
 
 
@@ -137,3 +142,28 @@ def test_layer_table_counts_window_attention_as_torchvision_does(swin):
     assert total / 1e9 == pytest.approx(meta["_ops"], abs=0.0015)  # torchvision's own GFLOPS figure (MACs)
     costs = cost_table(swin, (3, size, size))
     assert costs.macs == total and costs.params == meta["num_params"]
+
+
+def test_cli_attention_on_swin_t_saves_the_query_map_and_refuses_rollout(tmp_path, monkeypatch, capsys):
+
+    built = {}
+    real = zoo.build_zoo_model
+    monkeypatch.setattr(zoo, "build_zoo_model", lambda *a, **k: built.setdefault("m", real(*a, **k)))
+    x = torch.randn(1, 3, 64, 64)
+    np_path = tmp_path / "x.npy"
+    np.save(np_path, x[0].numpy())
+    out = tmp_path / "a.npy"
+    rc = main(["attribute", "--model", "swin_t", "--weights", "none", "--input-size", "64", "--device", "cpu",
+               "--input", str(np_path), "--method", "attention", "--cam-layer", "features.1.1.norm1",
+               "--query", str(2 * 16 + 13), "--out", str(out), "--json"])
+    assert rc == 0
+    record = json.loads(capsys.readouterr().out)["results"][0]
+    assert record["grid"] == [16, 16] and record["prefix_tokens"] == 0 and "patch (2, 13)" in record["note"]
+    seen, _ = inputs_and_outputs(built["m"], x)
+    with torch.no_grad():
+        expected = naive_query_map(built["m"].get_submodule("features.1.1.attn"), seen["features.1.1.attn"][0], 2, 13)
+    np.testing.assert_allclose(np.load(out), expected.numpy(), atol=1e-5, rtol=0)
+    rc = main(["attribute", "--model", "swin_t", "--weights", "none", "--input-size", "64", "--device", "cpu",
+               "--input", str(np_path), "--method", "rollout", "--out", str(tmp_path / "r.npy")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "Swin attends within windows" in err and len(err.splitlines()) == 1
