@@ -53,13 +53,14 @@ def make_video(path: Path, frames: int = 50, size: str = "96x64", rate: int = 25
     return path
 
 
-def naive_layer_grid(act: np.ndarray, pad: int = 1) -> np.ndarray:
+def naive_layer_grid(act: np.ndarray, pad: int = 1, aspect: float | None = None) -> np.ndarray:
     """(C, H, W) activations → uint8 grid by explicit loops: layer-wide min/max scaling, tiles row by row,
-    ``pad`` black pixels around and between tiles, columns chosen as :func:`explorer.core.tiling.grid_layout`."""
-    from explorer.core.tiling import grid_layout
+    ``pad`` black pixels around and between tiles, columns chosen as :func:`explorer.core.tiling.grid_layout`
+    (or :func:`~explorer.core.tiling.fitted_layout` for a pane of ``aspect``, width / height)."""
+    from explorer.core.tiling import fitted_layout, grid_layout
 
     c, h, w = act.shape
-    layout = grid_layout(c, h, w, pad=pad)
+    layout = grid_layout(c, h, w, pad=pad) if aspect is None else fitted_layout(c, h, w, aspect, pad=pad)
     lo, hi = float(act.min()), float(act.max())
     grid = np.zeros(layout.shape, np.float64)
     for u in range(c):

@@ -168,6 +168,39 @@ def test_stages_overlap_and_keep_their_thread_counts():
     assert torch.get_num_threads() == default and seen == [default]  # the process's default is left as it was
 
 
+class _ThreadSensitivePipeline(LivePipeline):
+    """A forward whose time depends on the forward thread's torch thread count (``slow_with`` is slow)."""
+
+    def __init__(self, *args, slow_with: int, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.slow_with = slow_with
+
+    def infer(self, prepared):
+        time.sleep(0.04 if torch.get_num_threads() == self.slow_with else 0.002)
+        return super().infer(prepared)
+
+
+@pytest.mark.parametrize("slow_with, chosen", [(2, 1), (1, 2)])
+def test_the_runner_measures_and_keeps_the_faster_forward_thread_count(slow_with, chosen):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        pipe = _ThreadSensitivePipeline(tiny_model(), layer="conv1", slow_with=slow_with)
+        runner = LiveRunner(pipe, lambda r: None)
+        assert runner.thread_choices == [2, 1]
+        try:
+            for i in range(14):
+                runner.submit(frame(i))
+                assert runner.wait_idle(timeout=5)
+        finally:
+            runner.stop()
+        assert runner.forward_threads == chosen
+        assert set(runner.thread_ms) == {1, 2} and runner.thread_ms[slow_with] > runner.thread_ms[chosen]
+        assert torch.get_num_threads() == 2  # the default is left as it was
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_the_serial_runner_does_not_overlap():
     # the same check on the stages run one after the other (bench live --serial): both waits time out
     pipe = _GatedPipeline(tiny_model(), layer="conv1")

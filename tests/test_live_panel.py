@@ -60,7 +60,7 @@ def assert_grid_matches_frame_shown(panel) -> None:
     np.testing.assert_array_equal(shown_frame, result.frame.image)
     loaded = panel.loaded
     act = layer_output(loaded, image_to_tensor(shown_frame, loaded.spec), panel.layer)
-    expected = naive_layer_grid(act)
+    expected = naive_layer_grid(act, aspect=result.aspect)
     assert shown_grid.shape == expected.shape
     assert np.abs(shown_grid.astype(int) - expected).max() <= 1
     assert panel.grid_item.levels is not None and list(panel.grid_item.levels) == [0, 255]
@@ -260,6 +260,7 @@ def test_live_tile_click_selects_the_window_unit_and_the_side_panel_says_it_is_t
     still_title = window.input_dock.windowTitle()
     assert window.show_view("live")
     assert window.input_dock.windowTitle() == LIVE_INPUT_TITLE and not window.input_panel.isEnabled()
+    assert window.input_dock.isHidden()  # no still-image prediction beside the live frame
     window.model_loaded.emit(tiny_model())
     window.layers.layer_selected.emit("conv2")
     assert panel.open_video(video)
@@ -268,5 +269,49 @@ def test_live_tile_click_selects_the_window_unit_and_the_side_panel_says_it_is_t
     assert window.unit == 7 and panel.unit == 7
     assert window.show_view("activations")
     assert window.input_dock.windowTitle() == still_title and window.input_panel.isEnabled()
+    assert window.input_dock.isVisible()  # back on leaving the Live tab
+    window.input_dock.hide()  # closed by the user: Live neither shows it nor brings it back
+    assert window.show_view("live") and window.input_dock.isHidden()
+    assert window.show_view("activations") and window.input_dock.isHidden()
     window.close()
     assert panel.runner is None and panel.source is None
+
+
+@pytest.mark.parametrize("size", [(1280, 720), (1024, 640)])
+def test_live_tab_fits_laptop_screens_and_the_grid_fills_its_pane(qtbot, video, size):
+    from PySide6.QtWidgets import QScrollArea
+
+    from explorer.gui.main_window import MainWindow
+    from explorer.gui.panels.live import add_live_view
+
+    window = MainWindow(interactive=False)
+    qtbot.addWidget(window)
+    panel = add_live_view(window)
+    window.resize(*size)
+    window.show()
+    assert window.show_view("live")
+    window.model_loaded.emit(tiny_model())
+    window.layers.layer_selected.emit("conv2")
+    assert panel.open_video(video)
+    wait_frames(qtbot, panel, 3)
+    qtbot.wait(300)  # the layout settles; the next frames are laid out for the grid's pane
+    wait_frames(qtbot, panel, 2)
+    page = panel.parent()
+    while page is not None and not isinstance(page, QScrollArea):
+        page = page.parent()
+    assert page is not None
+    # nothing scrolls or is cut: the whole panel, its controls (Mirror last) and the view are on screen
+    assert not page.horizontalScrollBar().isVisible() and not page.verticalScrollBar().isVisible(), \
+        (panel.minimumSizeHint(), page.viewport().size())
+    for widget in (panel.mirror_box, panel.step_button, panel.view.viewport()):
+        assert widget.visibleRegion().boundingRect().size() == widget.size(), widget
+    # the grid's tiles are laid out for its pane's shape and cover most of it (a square 4x3 grid of the
+    # 10 channels in this tall pane would cover about half)
+    box = panel.grid_box.sceneBoundingRect()
+    image = panel.grid_item.sceneBoundingRect()
+    inside = box.intersected(image)
+    covered = inside.width() * inside.height() / (box.width() * box.height())
+    assert panel.shown_result.aspect == pytest.approx(box.width() / box.height(), rel=0.13)
+    assert covered >= 0.7, (covered, panel.grid_layout, box)
+    assert_grid_matches_frame_shown(panel)
+    window.close()

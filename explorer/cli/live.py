@@ -42,7 +42,8 @@ def configure_bench_live(p: argparse.ArgumentParser) -> None:
     p.add_argument("--half", action="store_true", help="float16 forward (CUDA only)")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format (CUDA only)")
     p.add_argument("--threads", type=positive_int, default=None,
-                   help="torch intra-op threads of the forward stage, and of the bare forward (default: torch's)")
+                   help="torch intra-op threads of the live forward stage (default: chosen by measuring "
+                        "torch's count against 1); the bare forward always runs with torch's count")
     p.add_argument("--helper-threads", type=positive_int, default=1,
                    help="torch intra-op threads of the prepare and tile stages (default 1)")
     p.add_argument("--serial", action="store_true",
@@ -151,7 +152,7 @@ def _measure(app, panel, loaded, args: argparse.Namespace) -> dict:
         c0 = time.process_time()
         n, t = bare_forward_on_worker(pipeline, images, budget_s=live_seconds, min_count=len(measured),
                                       wait=lambda seconds: run_loop(int(seconds * 1000)),
-                                      threads=panel.runner.forward_threads)
+                                      threads=panel.runner.default_threads)
         bare_cpu += time.process_time() - c0
         bare_count += n
         bare_time += t
@@ -192,6 +193,8 @@ def _measure(app, panel, loaded, args: argparse.Namespace) -> dict:
         "bare_cpu_s": round(bare_cpu, 2),
         "bare_cpu_ms_per_forward": round(bare_cpu * 1e3 / max(1, bare_count), 2),
         "forward_threads": panel.runner.forward_threads,
+        "forward_thread_ms": {str(n): round(ms, 1) for n, ms in panel.runner.thread_ms.items()},
+        "bare_threads": panel.runner.default_threads,
         "helper_threads": panel.runner.helper_threads,
         "pipeline": "serial" if panel.runner.serial else "overlapped",
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
@@ -216,7 +219,10 @@ def _report(d: dict) -> str:
             f"wall / CPU time: live {d['live_wall_s']:.1f} s / {d['live_cpu_s']:.1f} s "
             f"({d['live_cpu_ms_per_frame']:.1f} ms CPU per frame shown), bare {d['bare_wall_s']:.1f} s / "
             f"{d['bare_cpu_s']:.1f} s ({d['bare_cpu_ms_per_forward']:.1f} ms CPU per forward)\n"
-            f"{d['pipeline']} stages; threads: forward {d['forward_threads']}, prepare and tile {d['helper_threads']}"
+            f"{d['pipeline']} stages; threads: forward {d['forward_threads']}"
+            + (" (chosen: median forward " + ", ".join(f"{ms:.1f} ms with {n}" for n, ms in d["forward_thread_ms"].items())
+               + ")" if d["forward_thread_ms"] else "")
+            + f", prepare and tile {d['helper_threads']}, bare forward {d['bare_threads']}"
             + (f"; load average {d['load_average'][0]:.2f}" if d.get("load_average") else ""))
     if d["source_fps"] < 1.2 * d["bare_forward_fps"]:
         text += ("\nnote: the video delivers frames barely faster than the model runs, so it sets the ceiling; "

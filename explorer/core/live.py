@@ -33,6 +33,8 @@ from explorer.core.tiling import GridLayout, activation_grid
 STAGES = ("preprocess", "forward", "tile", "display")
 RUNNER_STAGES = ("prepare", "forward", "tile")  # the worker threads of :class:`LiveRunner`
 JUST_IN_TIME_MARGIN_S = 0.003  # the prepare stage starts this much earlier than it needs to
+AUTO_THREADS_FRAMES = 4  # forwards timed per thread count when the runner chooses it
+AUTO_THREADS_EVERY = 300  # forwards between two such measurements
 
 
 class FrameSlot:
@@ -140,6 +142,7 @@ class LiveResult:
     unit_levels: tuple[float, float] = (0.0, 1.0)  # display range of ``unit_map``
     timings: dict[str, float] = field(default_factory=dict)  # stage name → seconds
     done: float = 0.0  # perf_counter when the worker finished
+    aspect: float | None = None  # width / height the grid's columns were chosen for (None: a square grid)
 
 
 class LivePipeline:
@@ -176,6 +179,7 @@ class LivePipeline:
         self._scale, self._shift = 1.0 / (255.0 * self._std), self._mean / self._std
         self.layer = layer or default_layer(module)
         self.unit = unit
+        self.grid_aspect: float | None = None  # the display's grid pane, width / height (None: square grid)
         self._pinned_in: torch.Tensor | None = None
         self._pinned_copied: Any = None  # a CUDA event: the last copy out of ``_pinned_in`` is done
 
@@ -186,6 +190,11 @@ class LivePipeline:
 
     def set_unit(self, unit: int | None) -> None:
         self.unit = unit
+
+    def set_grid_aspect(self, aspect: float | None) -> None:
+        """Lay the grid's tiles out to fill a pane of this width / height from the next frame on
+        (:func:`explorer.core.tiling.fitted_layout`); None: a square grid."""
+        self.grid_aspect = float(aspect) if aspect and aspect > 0 else None
 
     def preprocess(self, image: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
         """(H, W, 3) uint8 → ((1, C, h, w) normalised input on the device, (h, w, 3) fitted uint8).
@@ -267,7 +276,7 @@ class LivePipeline:
     def infer(self, prepared: "Prepared") -> "Inferred":
         """Stage 2: the hooked forward pass. The layer and unit are read here, once: a change takes
         effect on the next frame to reach the model."""
-        layer, unit = self.layer, self.unit
+        layer, unit, aspect = self.layer, self.unit, self.grid_aspect
         x = prepared.x
         if x.device != self.device:  # the model moved while this frame was being prepared
             x = x.to(self.device)
@@ -275,7 +284,7 @@ class LivePipeline:
         act, out = self.forward(x, layer)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        return Inferred(prepared, layer, unit, act, out, time.perf_counter() - t1)
+        return Inferred(prepared, layer, unit, act, out, time.perf_counter() - t1, aspect)
 
     def finish(self, inferred: "Inferred") -> LiveResult:
         """Stage 3: tile the layer into the uint8 grid and bring what the display needs to the host."""
@@ -283,7 +292,7 @@ class LivePipeline:
         t2 = time.perf_counter()
         with torch.inference_mode():
             act = act.float()
-            grid, layout = activation_grid(act, norm="layer")
+            grid, layout = activation_grid(act, norm="layer", aspect=inferred.aspect)
             grid8 = grid.mul_(255.0).round_().to(torch.uint8)
             unit_t = None
             if unit is not None and 0 <= unit < layout.count:
@@ -299,7 +308,7 @@ class LivePipeline:
         return LiveResult(frame=prepared.frame, model_input=prepared.fitted, layer=inferred.layer, unit=unit,
                           grid=grid_np, layout=layout, unit_map=unit_np, top_class=top, unit_levels=unit_levels,
                           timings={"preprocess": prepared.seconds, "forward": inferred.seconds, "tile": t3 - t2},
-                          done=t3)
+                          done=t3, aspect=inferred.aspect)
 
     def process(self, frame: LiveFrame) -> LiveResult:
         """The three stages in series on the calling thread."""
@@ -326,6 +335,7 @@ class Inferred:
     act: torch.Tensor
     out: torch.Tensor
     seconds: float
+    aspect: float | None = None
 
 
 def fit_frame(image: np.ndarray, size: tuple[int, int], mode: str = "crop") -> np.ndarray:
@@ -432,8 +442,12 @@ class LiveRunner:
     on, or done and waiting to be handed on) and the only frames dropped are those replaced in the
     first slot, :attr:`slot`, before the prepare stage took them.
 
-    ``forward_threads``: torch intra-op threads of the forward thread (default: the creating thread's
-    ``torch.get_num_threads()``); ``helper_threads``: those of the prepare and tile threads (default 1).
+    ``forward_threads``: torch intra-op threads of the forward thread. None (the default) chooses by
+    measuring: the creating thread's ``torch.get_num_threads()`` and 1 are each timed on a few frames, the
+    faster is kept, and the choice is measured again every :data:`AUTO_THREADS_EVERY` frames (on a quiet
+    2-core machine two threads run ResNet-18 faster; on a busy one, a two-thread team waits for its
+    second thread at every operation and one thread is many times faster; see :attr:`thread_ms`).
+    ``helper_threads``: those of the prepare and tile threads (default 1).
     ``just_in_time``: while the model is busy, the prepare stage waits until it is about to finish
     before it takes the newest frame (fresher frames, lower latency; see :meth:`_wait_until_needed`).
     ``serial``: the three stages one after the other on one thread (the forward's), as before the
@@ -448,8 +462,14 @@ class LiveRunner:
         self.pipeline = pipeline
         self.on_result = on_result
         self.on_error = on_error
-        default_threads = torch.get_num_threads()
-        self.forward_threads = forward_threads or default_threads
+        default_threads = self.default_threads = torch.get_num_threads()
+        self.forward_threads = forward_threads or default_threads  # the forward thread's count now
+        # the counts to choose from by measuring (one: fixed), and their median forward ms when measured
+        self.thread_choices = [self.forward_threads] if forward_threads or default_threads == 1 else [default_threads, 1]
+        self.thread_ms: dict[int, float] = {}
+        self._thread_samples: dict[int, list[float]] = {n: [] for n in self.thread_choices}
+        self._probing = len(self.thread_choices) > 1
+        self._since_probe = 0
         self.helper_threads = max(1, helper_threads)
         self.slot = FrameSlot()  # frames waiting for the prepare stage (newest wins)
         self._to_forward = FrameSlot()
@@ -505,6 +525,35 @@ class LiveRunner:
                 if target == "forward":
                     self._forward_started = time.perf_counter()
 
+    def _choose_threads(self, stage: str, seconds: float | None) -> None:
+        """After each forward: time the thread counts in turn (the first frame after a switch warms up
+        and is not counted), keep the faster, and measure again every AUTO_THREADS_EVERY frames."""
+        if stage != "forward" or seconds is None or len(self.thread_choices) < 2:
+            return
+        if not self._probing:
+            self._since_probe += 1
+            if self._since_probe >= AUTO_THREADS_EVERY:
+                self._probing, self._since_probe = True, 0
+                self._thread_samples = {n: [] for n in self.thread_choices}
+                self._thread_samples[self.forward_threads].append(float("nan"))  # this count is warm
+            return
+        samples = self._thread_samples[self.forward_threads]
+        samples.append(seconds)
+        if len(samples) <= AUTO_THREADS_FRAMES:
+            return
+        untimed = [n for n in self.thread_choices if len(self._thread_samples[n]) <= AUTO_THREADS_FRAMES]
+        if untimed:
+            self._use_threads(untimed[0])
+            return
+        self.thread_ms = {n: float(np.median(v[1:])) * 1e3 for n, v in self._thread_samples.items()}
+        self._probing = False
+        self._use_threads(min(self.thread_choices, key=lambda n: self.thread_ms[n]))
+
+    def _use_threads(self, count: int) -> None:
+        if count != self.forward_threads:
+            torch.set_num_threads(count)  # on the forward thread: its own count (and the default, see stop)
+            self.forward_threads = count
+
     def _timed(self, stage: str, started: float) -> None:
         seconds = time.perf_counter() - started
         with self._lock:
@@ -555,6 +604,9 @@ class LiveRunner:
             try:
                 done = work(item)
                 self._timed(stage, started)
+                if stage == "forward":
+                    self._choose_threads(stage, done.timings["forward"] if isinstance(done, LiveResult)
+                                         else done.seconds)
             except Exception as exc:  # noqa: BLE001 - reported to the user, the loop goes on
                 self._move(stage, None)
                 with self._lock:
@@ -588,6 +640,8 @@ class LiveRunner:
         for thread in self._threads:
             if thread.is_alive() and thread is not me:
                 thread.join(timeout)
+        if len(self.thread_choices) > 1:
+            torch.set_num_threads(self.default_threads)  # the default the forward thread's choice changed
 
     @property
     def alive(self) -> bool:

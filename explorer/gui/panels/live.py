@@ -14,14 +14,15 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QObject, QRectF, Qt, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
-from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QFileDialog, QGraphicsRectItem, QHBoxLayout, QLabel,
-                               QPushButton, QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QFileDialog, QGraphicsRectItem, QLabel,
+                               QPushButton, QSizePolicy, QToolButton, QVBoxLayout, QWidget)
 
 from explorer.core.errors import ExplorerError
 from explorer.core.live import FrameSlot, LiveFrame, LivePipeline, LiveResult, LiveRunner, LiveStats, format_stats
 from explorer.core.colormaps import lookup_table
 from explorer.core.models import LoadedModel
 from explorer.gui import keys
+from explorer.gui.widgets.flow_layout import FlowBar
 from explorer.sources import (CameraSource, FolderSource, FrameSource, SourceError, VideoFileSource,
                               camera_resolutions, list_cameras)
 from explorer.sources.video import VIDEO_SUFFIXES
@@ -113,11 +114,11 @@ class LivePanel(QWidget):
         self.step_button.setToolTip("Show the next frame and stay frozen (.)")
         self.mirror_box = QCheckBox("Mirror")
         self.mirror_box.setToolTip("Flip the picture left to right (M)")
-        bar = QHBoxLayout()
+        # the controls wrap onto a second row in a narrow pane (1024x640) instead of being cut off
+        self.controls = bar = FlowBar()
         for w in (self.camera_box, self.resolution_box, self.camera_button, self.video_button, self.folder_button,
                   self.freeze_button, self.step_button, self.mirror_box):
             bar.addWidget(w)
-        bar.addStretch(1)
 
         self.view = pg.GraphicsLayoutWidget()
         # The input above the selected unit on the left, the layer's grid large on the right.
@@ -151,6 +152,7 @@ class LivePanel(QWidget):
         self.unit_outline.setVisible(False)
         self.grid_box.addItem(self.unit_outline)
         self.grid_layout = None  # the tiling of the grid on screen (which tile is which unit)
+        self.grid_box.sigResized.connect(self._on_grid_box_resized)  # the grid's columns fill its pane
         self.view.scene().sigMouseClicked.connect(self._on_view_clicked)
         self.view.setToolTip("Click a tile of the layer's grid to select that unit")
 
@@ -158,9 +160,18 @@ class LivePanel(QWidget):
         self.message = QLabel()
         self.message.setStyleSheet("color: #c0392b")
         self.message.setWordWrap(True)
+        # no height-for-width upwards (the tab's scroll area would give the panel its preferred height and
+        # scroll): the label's height follows its text in _show_message instead
+        policy = self.message.sizePolicy()
+        policy.setHeightForWidth(False)
+        self.message.setSizePolicy(policy)
         self.stats_label = QLabel()
+        for label in (self.caption, self.stats_label):
+            # one line each that a narrow pane cuts short rather than a panel made wider than its tab
+            label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+            label.setMinimumWidth(0)
         layout = QVBoxLayout(self)
-        layout.addLayout(bar)
+        layout.addWidget(self.controls)
         layout.addWidget(self.view, 1)
         layout.addWidget(self.caption)
         layout.addWidget(self.message)
@@ -244,6 +255,7 @@ class LivePanel(QWidget):
             self._show_message(str(exc))
             return
         self.layer = self.pipeline.layer
+        self.pipeline.set_grid_aspect(self.grid_pane_aspect())
         self._dropped_base = 0
         self.runner = LiveRunner(self.pipeline, self._on_worker_result, self._relay.failed.emit,
                                  forward_threads=forward_threads, helper_threads=helper_threads, serial=serial)
@@ -267,6 +279,20 @@ class LivePanel(QWidget):
             self.pipeline.set_unit(unit)
         self._rerun_frozen()
 
+    def grid_pane_aspect(self) -> float | None:
+        """Width / height of the box the grid is drawn in (None before it has a size)."""
+        rect = self.grid_box.sceneBoundingRect()
+        return rect.width() / rect.height() if rect.width() >= 8 and rect.height() >= 8 else None
+
+    def _on_grid_box_resized(self, *_args) -> None:
+        aspect = self.grid_pane_aspect()
+        if aspect is None or self.pipeline is None:
+            return
+        old = self.pipeline.grid_aspect
+        self.pipeline.set_grid_aspect(aspect)
+        if old is None or abs(aspect - old) > 0.12 * max(aspect, old):
+            self._rerun_frozen()  # a frozen frame is laid out again; a running one is on the next frame
+
     # ---- sources ------------------------------------------------------------------------------------
     def set_source(self, source: FrameSource) -> bool:
         """Stop the current source and start ``source``; False (and a message) when it cannot start."""
@@ -288,7 +314,7 @@ class LivePanel(QWidget):
         self.live_stats = LiveStats()
         self._results_dropped = 0
         self._dropped_base = self.runner.dropped if self.runner is not None else 0
-        self.message.clear()
+        self._show_message("")
         self.caption.setText(f"Source: {source.name}")
         return True
 
@@ -316,6 +342,7 @@ class LivePanel(QWidget):
 
     def _show_message(self, message: str) -> None:
         self.message.setText(message)
+        self.message.setMinimumHeight(self.message.heightForWidth(max(200, self.message.width())) if message else 0)
 
     # ---- freeze, step, mirror -----------------------------------------------------------------------
     def freeze(self, frozen: bool = True) -> None:
@@ -440,6 +467,7 @@ class LivePanel(QWidget):
         summary = self.live_stats.summary()
         summary["text"] = format_stats(summary)
         self.stats_label.setText(summary["text"])
+        self.stats_label.setToolTip(summary["text"])
         self.stats.emit(summary)
         return summary
 
@@ -495,11 +523,22 @@ def add_live_view(window) -> LivePanel:
     window.tabs.currentChanged.connect(lambda _i: stats_label.setText("") if not panel.isVisible() else None)
     still_title = window.input_dock.windowTitle()
 
+    hidden_for_live = {"dock": False}
+
     def mark_still_input(_index: int = -1) -> None:
-        # the side panel shows the still image and its predictions, not the live frame: say so, grey it out
+        # The side panel shows the still image and its predictions, not the live frame (whose top class is
+        # under the grid): on the Live tab it goes away, and comes back on leaving it. Opened again there
+        # (View menu), it says that it is the still image, greyed out.
         on_live = window.current_view() is panel
-        window.input_dock.setWindowTitle(LIVE_INPUT_TITLE if on_live else still_title)
+        dock = window.input_dock
+        dock.setWindowTitle(LIVE_INPUT_TITLE if on_live else still_title)
         window.input_panel.setEnabled(not on_live)
+        if on_live and not dock.isHidden() and not dock.isFloating():
+            hidden_for_live["dock"] = True
+            dock.hide()
+        elif not on_live and hidden_for_live["dock"]:
+            hidden_for_live["dock"] = False
+            dock.show()
 
     window.tabs.currentChanged.connect(mark_still_input)
     mark_still_input()
