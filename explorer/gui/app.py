@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
+import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -131,7 +134,77 @@ def open_live_source(panel, args: argparse.Namespace) -> bool:
     return True
 
 
+# What Qt 6's xcb platform plugin loads, as Debian/Ubuntu packages (README and .ci/run list the same).
+XCB_PACKAGES = ("libx11-6 libx11-xcb1 libxcb1 libxcb-cursor0 libxcb-glx0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 "
+                "libxcb-randr0 libxcb-render0 libxcb-render-util0 libxcb-shape0 libxcb-shm0 libxcb-sync1 libxcb-util1 "
+                "libxcb-xfixes0 libxcb-xkb1 libxkbcommon-x11-0").split()
+
+
+def xcb_plugin() -> Path | None:
+    """PySide6's xcb platform plugin (found without importing Qt), or None."""
+    spec = importlib.util.find_spec("PySide6")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "Qt" / "plugins" / "platforms" / "libqxcb.so"
+    return path if path.exists() else None
+
+
+def run_ldd(path: Path) -> str:
+    """``ldd path``'s output ("" when ldd cannot run)."""
+    try:
+        return subprocess.run(["ldd", str(path)], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def missing_libraries(ldd_output: str) -> list[str]:
+    """The libraries ldd reports as ``not found``: ``libxcb-icccm.so.4 => not found`` → ``libxcb-icccm.so.4``."""
+    return [m.group(1) for m in re.finditer(r"^\s*(\S+)\s+=>\s+not found", ldd_output, re.MULTILINE)]
+
+
+def debian_package(soname: str) -> str:
+    """The usual Debian package of a library: ``libxcb-icccm.so.4`` → ``libxcb-icccm4``, ``libX11.so.6`` →
+    ``libx11-6`` (a hyphen when the name ends in a digit)."""
+    match = re.fullmatch(r"(.+?)\.so\.(\d+)(?:\.\d+)*", soname)
+    if not match:
+        return soname
+    name, major = match.group(1).lower(), match.group(2)
+    return f"{name}-{major}" if name[-1].isdigit() else f"{name}{major}"
+
+
+def xcb_problem(environ=None, ldd=None, plugin: Path | None = None) -> str | None:
+    """Why Qt's xcb plugin cannot load here, naming the missing libraries and how to install them; None
+    when the platform is not xcb (``QT_QPA_PLATFORM`` set to another, no ``DISPLAY``) or nothing is missing.
+
+    Checked before the QApplication exists: Qt aborts on a plugin that fails to load, with a message that
+    can name the wrong library (issue 12). Unset ``QT_QPA_PLATFORM`` with ``WAYLAND_DISPLAY`` set: Qt may
+    choose Wayland, so nothing is said.
+    """
+    environ = os.environ if environ is None else environ
+    platform = environ.get("QT_QPA_PLATFORM", "").split(";")[0].split(":")[0].strip()
+    if not sys.platform.startswith("linux") or platform not in ("", "xcb") or not environ.get("DISPLAY"):
+        return None
+    if not platform and environ.get("WAYLAND_DISPLAY"):
+        return None
+    plugin = plugin or xcb_plugin()
+    if plugin is None:
+        return None
+    missing = missing_libraries((ldd or run_ldd)(plugin))
+    if not missing:
+        return None
+    packages = sorted({debian_package(lib) for lib in missing})
+    return (f"the window cannot open on this X display: Qt's xcb plugin needs {', '.join(missing)}, which are not "
+            f"installed. On Debian or Ubuntu: sudo apt-get install {' '.join(packages)} (all Qt needs for xcb: "
+            f"sudo apt-get install {' '.join(XCB_PACKAGES)}; README, Install). Without a display: "
+            f"QT_QPA_PLATFORM=offscreen")
+
+
 def run_gui(args: argparse.Namespace) -> int:
+    problem = xcb_problem()
+    if problem:  # before Qt loads the plugin (it would abort with a misleading message)
+        print(f"deep-explorer: error: {problem}", file=sys.stderr)
+        return 2
+
     from PySide6.QtCore import QTimer  # noqa: PLC0415
     from PySide6.QtGui import QIcon  # noqa: PLC0415
     from PySide6.QtWidgets import QApplication  # noqa: PLC0415
