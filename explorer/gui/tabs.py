@@ -20,7 +20,8 @@ def add_panels(window) -> None:
     window.costs_panel = add_costs_view(window)
     window.compare_panel = add_compare_view(window)
     window.refresh_view_menu()
-    window.resizeDocks([window.layers_dock, window.input_dock], [440, 300], Qt.Horizontal)
+    # the layer table needs about 390 px (own names, compact counts); the rest goes to the centre
+    window.resizeDocks([window.layers_dock, window.input_dock], [390, 290], Qt.Horizontal)
 
 
 def add_lstm_view(window):
