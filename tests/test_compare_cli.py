@@ -104,3 +104,27 @@ def test_bench_compare_reports_both_times_and_their_ratio(capsys):
         assert data[key] > 0
     assert data["ratio"] == pytest.approx(data["pytorch_cka_s"] / data["ours_s"])
     assert data["images"] == 12 and data["max_abs_diff"] < 0.05
+
+
+def test_compare_top9_frozen_layers_keep_every_units_top9(capsys, checkpoints, tmp_path):
+    d, a, b, folder = checkpoints
+    code, stdout, err = run_cli(capsys, "compare", "--checkpoint-b", str(d / "b.pt"), "--input", str(folder),
+                                "--layers", "features.conv1", "--top9", "features.relu2", "--out",
+                                str(tmp_path / "r.json"), "--json", "--device", "cpu")
+    top9 = json.loads(stdout)["top9"]
+    assert code == 1, err
+    assert top9["units"] == [9] * 32 and top9["all_same"] == 32  # relu2 is after frozen layers only
+    code, stdout, err = run_cli(capsys, "compare", "--checkpoint-b", str(d / "b.pt"), "--input", str(folder),
+                                "--layers", "features.conv1", "--top9", "classifier.fc2", "--out",
+                                str(tmp_path / "r.json"), "--json", "--device", "cpu")
+    top9 = json.loads(stdout)["top9"]
+    # the reference: each model's own ranking of the images by the unit's output
+    from explorer.core.preprocess import image_to_tensor, load_image
+    from explorer.core.probe import run_forward
+    paths = sorted(p for p in folder.iterdir() if p.name != "zz-broken.png")
+    x = torch.cat([image_to_tensor(load_image(p), a.spec) for p in paths])
+    ra = run_forward(a.module, x, ["classifier.fc2"]).activations["classifier.fc2"]
+    rb = run_forward(b.module, x, ["classifier.fc2"]).activations["classifier.fc2"]
+    expected = [len(set(ra[:, u].argsort(descending=True)[:9].tolist()) & set(rb[:, u].argsort(descending=True)[:9].tolist()))
+                for u in range(ra.shape[1])]
+    assert top9["units"] == expected and top9["mean"] < 9

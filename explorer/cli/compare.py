@@ -29,6 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="the report (.json)")
     p.add_argument("--png", default=None, help="save the CKA heatmap (A's layers x B's) as a picture")
     p.add_argument("--batch-size", type=positive_int, default=32, help="images per minibatch (at least 4)")
+    p.add_argument("--top9", default=None, metavar="LAYER",
+                   help="also scan the folder with both models: how many of each unit's top-9 images of LAYER "
+                        "stay the same")
     p.set_defaults(func=run_compare)
 
 
@@ -64,11 +67,17 @@ def run_compare(args: argparse.Namespace) -> int:
     a = model_from_args(args)
     b = load_b(args)
     label = "deep-explorer compare"
+    if args.top9 is not None:
+        for which, m in (("A", a), ("B", b)):
+            if args.top9 not in dict(m.module.named_modules()):
+                raise CommandError(f"--top9: {which} has no layer named {args.top9!r}")
     result = drive(compare_steps(a, b, args.input, args.layers, fit=args.fit, batch_size=args.batch_size),
                    _progress(label))
     sys.stderr.write("\n")
     data = {"a": describe_model(a), "b": describe_model(b), **result.to_dict(), "out": str(out),
             "png": str(png) if png else None}
+    if args.top9 is not None:
+        data["top9"] = top9_overlap(a, b, args)
     with atomic_write(out) as tmp:
         Path(tmp).write_text(json.dumps(data, indent=1))
     if png is not None:
@@ -86,9 +95,29 @@ def run_compare(args: argparse.Namespace) -> int:
         m = result.match
         lines.append(f"not compared: {len(m.only_a)} layers only in A, {len(m.only_b)} only in B, "
                      f"{len(m.differ)} with other shapes")
+    if args.top9 is not None:
+        t = data["top9"]
+        lines.append(f"top-9 of {args.top9}: on average {t['mean']:.2f} of 9 images the same "
+                     f"({t['all_same']} of {len(t['units'])} units keep all 9, {t['none_same']} keep none)")
     lines.append(f"saved {out}" + (f" and {png}" if png else ""))
     emit(args, data, "\n".join(lines))
     return 1 if result.skipped else 0
+
+
+def top9_overlap(a, b, args: argparse.Namespace) -> dict:
+    """Scan the folder with each model (a top-9 index each, not kept) and count each unit's shared top-9."""
+    from explorer.core.compare import top_overlap  # noqa: PLC0415
+    from explorer.core.steps import drive  # noqa: PLC0415
+    from explorer.core.topk.scan import scan_steps  # noqa: PLC0415
+
+    indexes = []
+    for which, m in (("A", a), ("B", b)):
+        indexes.append(drive(scan_steps(m, args.input, [args.top9], k=9, code_layer=None, fit=args.fit),
+                             _progress(f"deep-explorer compare: top-9 of {which}")))
+        sys.stderr.write("\n")
+    counts = top_overlap(indexes[0], indexes[1], args.top9)
+    return {"layer": args.top9, "k": 9, "units": counts.tolist(), "mean": float(counts.mean()),
+            "all_same": int((counts == 9).sum()), "none_same": int((counts == 0).sum())}
 
 
 # --- bench compare (registered in .bench's BENCHES) ----------------------------------------------
