@@ -82,3 +82,41 @@ def test_a_bad_setting_is_one_line_and_runs_nothing(panel):
     panel.fields["decay"].setText("lots")
     panel.run()
     assert not panel.busy and panel.status.text().startswith("cannot run:")
+
+
+def test_layer_box_starts_at_the_default_layer_not_the_first(panel):
+    # the shapes model runs features.conv1, features.bn1, features.relu1, ...: the rule every view uses
+    # (probe.default_layer) picks the first convolution's ReLU; the first name listed is "features"
+    assert panel.layer.itemText(0) == "features"
+    assert panel.layer.currentText() == "features.relu1"
+    panel.method.setCurrentText("deepdream")  # a method that works on the layer: the box is usable
+    assert panel.layer.isEnabled() and not panel.class_index.isEnabled()
+
+
+def test_both_panels_use_one_target_box(qtbot, shapes):
+    from explorer.core.attribution.target import Target
+    from explorer.gui.panels.attribution import AttributionPanel
+    from explorer.gui.widgets.target_box import TargetBox
+
+    x, picture = load_input(SAMPLE_IMAGES / "0004_star.png", shapes.spec)
+    attribution, optimize = AttributionPanel(), OptimizePanel()
+    for w in (attribution, optimize):
+        qtbot.addWidget(w)
+        w.set_context(shapes, x, picture)
+    try:
+        assert isinstance(attribution.targets, TargetBox) and isinstance(optimize.target_box, TargetBox)
+        assert attribution.layer.currentText() == optimize.layer.currentText() == "features.relu1"
+        for w in (attribution, optimize):
+            w.set_target_unit("features.conv2", 7)
+            assert w.current_target() == Target.for_unit("features.conv2", 7)
+            w.set_target_class(2)
+            assert w.class_label.text() == shapes.spec.label(2)
+        assert optimize.current_target() == Target.for_class(2)
+        attribution.score.setCurrentText("prob")
+        assert attribution.current_target() == Target.for_class(2, "prob")
+        attribution.target_kind.setCurrentText("top class")
+        assert attribution.current_target() is None and not attribution.class_index.isEnabled()
+        assert optimize.target_kind.findText("top class") == -1  # an optimisation needs a definite target
+    finally:
+        attribution.shutdown()
+        optimize.shutdown()

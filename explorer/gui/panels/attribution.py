@@ -14,7 +14,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout
 
 from explorer.core.attribution.attention import FUSIONS
 from explorer.core.attribution.methods import (METHODS, TRANSFORMER_METHODS, AttentionSettings, AttributionResult,
-                                               AttributionStep, attribution_steps, cam_layer_choices, layer_names,
+                                               AttributionStep, attribution_steps, cam_layer_choices,
                                                map_levels)
 from explorer.core.attribution.backprop import note_is_warning
 from explorer.core.attribution.occlusion import BASELINES, OcclusionSettings
@@ -22,6 +22,7 @@ from explorer.core.attribution.target import Target
 from explorer.core.colormaps import COLORMAPS, auto_colormap
 from explorer.core.transformers import token_at
 from explorer.gui.widgets.image_pane import ImagePane, lookup_table
+from explorer.gui.widgets.target_box import TargetBox
 from explorer.gui.workers import Task, TaskRunner, describe_error
 
 GRADIENT_METHODS = ("gradient", "deconvnet", "guided-backprop", "gradcam", "guided-gradcam")
@@ -61,17 +62,10 @@ class AttributionPanel(QWidget):
         self.method = QComboBox()
         self.method.addItems(METHODS)
         self.method.setCurrentText("guided-backprop")
-        self.target_kind = QComboBox()
-        self.target_kind.addItems(TARGET_KINDS)
-        self.class_index = QSpinBox()
-        self.class_index.setRange(0, 99999)
-        self.class_label = QLabel("")
-        self.layer = QComboBox()
-        self.layer.setEditable(True)
-        self.unit = QSpinBox()
-        self.unit.setRange(0, 99999)
-        self.score = QComboBox()
-        self.score.addItems(["logit", "prob"])
+        self.targets = TargetBox(TARGET_KINDS, score=True, kind_label="explain")
+        tb = self.targets  # the shared target controls (gui/widgets/target_box.py), under the panel's names
+        self.target_kind, self.class_index, self.class_label = tb.kind, tb.class_index, tb.class_label
+        self.layer, self.unit, self.score = tb.layer, tb.unit, tb.score
         self.cam_layer = QComboBox()
         self.query = QSpinBox()  # attention: the query token (click a patch on the map to pick it)
         self.query.setRange(0, 99999)
@@ -115,15 +109,8 @@ class AttributionPanel(QWidget):
         self.status.setWordWrap(True)
 
         target_box = QGroupBox("target")
-        tf = QFormLayout(target_box)
-        tf.addRow("explain", self.target_kind)
-        row = QHBoxLayout()
-        row.addWidget(self.class_index)
-        row.addWidget(self.class_label, 1)
-        tf.addRow("class", row)
-        tf.addRow("score", self.score)
-        tf.addRow("layer", self.layer)
-        tf.addRow("unit", self.unit)
+        QVBoxLayout(target_box).addWidget(self.targets)
+        tf = self.targets.form
         method_box = QGroupBox("method")
         mf = QFormLayout(method_box)
         mf.addRow("method", self.method)
@@ -181,11 +168,7 @@ class AttributionPanel(QWidget):
         self.run_button.clicked.connect(self.compute)
         self.cancel_button.clicked.connect(self.cancel)
         self.method.currentTextChanged.connect(self._settings_changed)
-        self.target_kind.currentTextChanged.connect(self._settings_changed)
-        self.class_index.valueChanged.connect(self._settings_changed)
-        self.unit.valueChanged.connect(self._settings_changed)
-        self.layer.currentTextChanged.connect(self._settings_changed)
-        self.score.currentTextChanged.connect(self._settings_changed)
+        self.targets.changed.connect(self._settings_changed)
         self.cam_layer.currentTextChanged.connect(self._settings_changed)
         for w in (self.query, self.head, self.discard):
             w.valueChanged.connect(self._attention_changed)
@@ -204,11 +187,11 @@ class AttributionPanel(QWidget):
         self.loaded, self.input_tensor, self.picture = loaded_model, input_tensor, picture_uint8
         if model_changed:
             cam_names, cam_default = cam_layer_choices(loaded_model.module)
-            for combo, names in ((self.layer, layer_names(loaded_model.module)), (self.cam_layer, cam_names)):
-                combo.blockSignals(True)
-                combo.clear()
-                combo.addItems(names)
-                combo.blockSignals(False)
+            self.targets.set_model(loaded_model)  # the layer box on the model's default layer
+            self.cam_layer.blockSignals(True)
+            self.cam_layer.clear()
+            self.cam_layer.addItems(cam_names)
+            self.cam_layer.blockSignals(False)
             if self.cam_layer.count():  # a CNN's last conv; a transformer's late normalisation
                 self.cam_layer.blockSignals(True)
                 self.cam_layer.setCurrentIndex(max(0, self.cam_layer.findText(cam_default or ""))
@@ -226,23 +209,15 @@ class AttributionPanel(QWidget):
 
     def set_target_class(self, index: int) -> None:
         """Explain class ``index`` (e.g. a click in the top-5)."""
-        self.class_index.setValue(int(index))
-        self.target_kind.setCurrentText("class")
+        self.targets.set_class(index)
 
     def set_target_unit(self, layer: str, unit: int) -> None:
         """Explain ``unit`` of ``layer`` (e.g. a click in the activation grid)."""
-        self.layer.setCurrentText(layer)
-        self.unit.setValue(int(unit))
-        self.target_kind.setCurrentText("unit")
+        self.targets.set_unit(layer, unit)
 
     def current_target(self) -> Target | None:
         """The target the controls describe; None for the top class (found by the worker)."""
-        kind = self.target_kind.currentText()
-        if kind == "unit":
-            return Target.for_unit(self.layer.currentText(), self.unit.value())
-        if kind == "class":
-            return Target.for_class(self.class_index.value(), self.score.currentText())
-        return None
+        return self.targets.target()
 
     def occlusion_settings(self) -> OcclusionSettings:
         return OcclusionSettings(window=self.window_size.value(), stride=self.stride.value(),
@@ -326,10 +301,7 @@ class AttributionPanel(QWidget):
                             f"{result.seconds:.2f} s{extra}")
         if result.target.class_index is not None and self.target_kind.currentText() == "top class":
             # the worker found the top class: the class field shows it (not the last class typed)
-            self.class_index.blockSignals(True)
-            self.class_index.setValue(result.target.class_index)
-            self.class_index.blockSignals(False)
-            self._update_class_label()
+            self.targets.show_class(result.target.class_index)
         self.note.setText(result.note)
         # a warning in orange, an informational note (where the rule applied) in the normal colour
         self.note.setStyleSheet("color: #b36b00; font-weight: bold;" if note_is_warning(result.note) else "")
@@ -381,13 +353,10 @@ class AttributionPanel(QWidget):
             self.compute()
 
     def _update_class_label(self) -> None:
-        if self.loaded is None:
-            return
-        self.class_label.setText(self.loaded.spec.label(self.class_index.value()))
+        self.targets.update_label()
 
     def _update_enabled(self) -> None:
         method = self.method.currentText()
-        kind = self.target_kind.currentText()
         ready = self.loaded is not None and self.input_tensor is not None
         for w in (self.window_size, self.stride, self.baseline, self.progressive):
             w.setEnabled(method == "occlusion")
@@ -396,9 +365,6 @@ class AttributionPanel(QWidget):
         self.head.setEnabled(method == "attention")
         self.fusion.setEnabled(method == "rollout")
         self.discard.setEnabled(method in ("rollout", "gradient-rollout"))
-        self.class_index.setEnabled(kind == "class")
-        self.score.setEnabled(kind != "unit")
-        self.layer.setEnabled(kind == "unit")
-        self.unit.setEnabled(kind == "unit")
+        self.targets.update_enabled()
         self.run_button.setEnabled(ready)
         self.cancel_button.setEnabled(self.task is not None)

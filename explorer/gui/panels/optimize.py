@@ -17,7 +17,6 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
                                QLineEdit, QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
-from explorer.core.attribution.methods import layer_names
 from explorer.core.attribution.target import Target
 from explorer.core.optimize.dream import DreamSettings, dream_steps
 from explorer.core.optimize.invert import InvertSettings, invert_steps
@@ -25,6 +24,7 @@ from explorer.core.optimize.presets import YOSINSKI_PRESETS
 from explorer.core.optimize.visualize import VisualizeSettings, visualize_steps
 from explorer.core.outputs import atomic_write, check_destination
 from explorer.gui.widgets.image_pane import ImagePane
+from explorer.gui.widgets.target_box import TargetBox
 from explorer.gui.workers import Task, TaskRunner, describe_error
 
 METHODS = ("fourier", "yosinski", "simonyan", "deepdream", "invert")
@@ -66,15 +66,10 @@ class OptimizePanel(QWidget):
         self.curve_line = self.curve.plot([], [], pen=pg.mkPen("#1f77b4", width=2))
         self.method = QComboBox()
         self.method.addItems(METHODS)
-        self.target_kind = QComboBox()
-        self.target_kind.addItems(["class", "unit"])
-        self.class_index = QSpinBox()
-        self.class_index.setRange(0, 99999)
-        self.class_label = QLabel("")
-        self.layer = QComboBox()
-        self.layer.setEditable(True)
-        self.unit = QSpinBox()
-        self.unit.setRange(0, 99999)
+        self.target_box = TargetBox(("class", "unit"), kind_label="target")
+        tb = self.target_box  # its controls, under the names the panel (and its tests) use
+        self.target_kind, self.class_index, self.class_label = tb.kind, tb.class_index, tb.class_label
+        self.layer, self.unit = tb.layer, tb.unit
         self.preset = QComboBox()
         self.preset.addItem("none")
         for n, (text, _) in YOSINSKI_PRESETS.items():
@@ -118,13 +113,7 @@ class OptimizePanel(QWidget):
         box = QGroupBox("method and target")
         f = QFormLayout(box)
         f.addRow("method", self.method)
-        f.addRow("target", self.target_kind)
-        row = QHBoxLayout()
-        row.addWidget(self.class_index)
-        row.addWidget(self.class_label, 1)
-        f.addRow("class", row)
-        f.addRow("layer", self.layer)
-        f.addRow("unit", self.unit)
+        f.addRow(self.target_box)
         f.addRow("steps", self.steps)
         f.addRow("learning rate", self.fields["lr"])
         f.addRow("seed", self.seed)
@@ -170,8 +159,7 @@ class OptimizePanel(QWidget):
         self.stop_button.clicked.connect(self.stop)
         self.save_button.clicked.connect(self._save_dialog)
         self.method.currentTextChanged.connect(self._update_enabled)
-        self.target_kind.currentTextChanged.connect(self._update_enabled)
-        self.class_index.valueChanged.connect(self._update_label)
+        self.target_box.changed.connect(self._update_enabled)
 
     @staticmethod
     def _pair(a: QWidget, b: QWidget) -> QWidget:
@@ -185,27 +173,18 @@ class OptimizePanel(QWidget):
     # --- context from the window -----------------------------------------------------------------------
 
     def set_context(self, loaded, input_tensor, picture) -> None:
-        if loaded is not self.loaded:
-            self.layer.blockSignals(True)
-            self.layer.clear()
-            self.layer.addItems(layer_names(loaded.module))
-            self.layer.blockSignals(False)
+        self.target_box.set_model(loaded)  # the layer box on the model's default layer
         self.loaded, self.input_tensor, self.picture = loaded, input_tensor, picture
         if self.shown is None and picture is not None:
             self.pane.set_image(picture)
         self.status.setText(f"{loaded.display_name}: choose a method and run")
-        self._update_label()
         self._update_enabled()
 
     def set_target_class(self, index: int) -> None:
-        self.class_index.setValue(int(index))
-        self.target_kind.setCurrentText("class")
+        self.target_box.set_class(index)
 
     def set_target_unit(self, layer: str | None, unit: int) -> None:
-        if layer:
-            self.layer.setCurrentText(layer)
-        self.unit.setValue(int(unit))
-        self.target_kind.setCurrentText("unit")
+        self.target_box.set_unit(layer, unit)
 
     # --- settings ----------------------------------------------------------------------------------
 
@@ -219,9 +198,7 @@ class OptimizePanel(QWidget):
             raise ValueError(f"{name.replace('_', ' ')} must be a number, not {text!r}") from None
 
     def current_target(self) -> Target:
-        if self.target_kind.currentText() == "unit":
-            return Target.for_unit(self.layer.currentText(), self.unit.value())
-        return Target.for_class(self.class_index.value())
+        return self.target_box.target()
 
     def make_job(self):
         """(generator, record of the settings) for the controls as they are."""
@@ -357,18 +334,10 @@ class OptimizePanel(QWidget):
 
     # --- state -------------------------------------------------------------------------------------------
 
-    def _update_label(self, *_) -> None:
-        if self.loaded is not None:
-            self.class_label.setText(self.loaded.spec.label(self.class_index.value()))
-
     def _update_enabled(self, *_) -> None:
         method = self.method.currentText()
         visualize = method in ("fourier", "yosinski", "simonyan")
-        unit = self.target_kind.currentText() == "unit"
-        self.target_kind.setEnabled(visualize)
-        self.class_index.setEnabled(visualize and not unit)
-        self.layer.setEnabled(unit or not visualize)
-        self.unit.setEnabled(visualize and unit)
+        self.target_box.update_enabled(active=visualize, layer_needed=not visualize)
         self.preset.setEnabled(method == "yosinski")
         self.fields["l2"].setEnabled(method == "simonyan")
         for w in (self.fields["decay"], self.fields["blur_sigma"], self.blur_every, self.fields["norm_percentile"],
