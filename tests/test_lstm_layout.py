@@ -134,3 +134,15 @@ def test_saturation_axis_titles_are_whole_and_fit(panel, qtbot):
     assert left.label.toPlainText().strip() == "right-saturated (> 0.9)"
     for axis, room in ((bottom, bottom.width()), (left, left.height())):
         assert axis.label.boundingRect().width() <= room, (axis.label.toPlainText(), room)
+
+
+def test_heat_strip_rows_say_which_cell_they_are(panel, qtbot):
+    with qtbot.waitSignal(panel.analysisFinished, timeout=30_000):
+        panel.set_text("x = \"abc\" + y\nprint(\"hello world\", z)\n" * 4)
+    heat = panel.heat
+    labels = heat._labels
+    assert labels
+    for k, label in enumerate(labels):
+        y = (k + 0.5) * heat.height() / len(labels)
+        layer, quantity, unit = label.split(":")
+        assert heat.row_tip(y) == f"{label} = layer {layer}, {NAMES[quantity]}, unit {unit}"

@@ -381,7 +381,8 @@ class LstmPanel(QWidget):
             return
         cells = self._top_cells()
         rows = [display_values(c.quantity, cell_values(self.analysis.replay, c)) for c in cells]
-        self.heat.set_rows(heat_strip(rows, start, end), [str(c) for c in cells])
+        self.heat.set_rows(heat_strip(rows, start, end), [str(c) for c in cells],
+                           [f"{c} = {describe_cell(c)}" for c in cells])
 
     def _fill_browser(self, result: TextAnalysis) -> None:
         self.browser.clear()
