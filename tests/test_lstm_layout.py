@@ -7,7 +7,7 @@ from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QLabel
 
 from rnn_fixtures import random_char_rnn
-from test_gui import close_window, options, shapes_window, wait_idle  # noqa: F401 - shapes_window: a fixture
+from test_gui import close_window, options, wait_idle
 
 from explorer.core.rnn.cells import CellRef
 from explorer.core.rnn.model import sample_steps, save_char_rnn
@@ -30,6 +30,16 @@ def shown_texts(window, needle: str) -> list[str]:
     if needle in window.statusBar().currentMessage():
         texts.append(window.statusBar().currentMessage())
     return texts
+
+
+@pytest.fixture
+def shapes_window(qtbot, no_thread_leak):
+    window = create_window(options(), interactive=False)  # the defaults: bundled model, sample images
+    qtbot.addWidget(window)
+    window.show()
+    wait_idle(qtbot, window)
+    yield window
+    close_window(qtbot, window)
 
 
 def test_lstm_tab_hides_the_cnn_toolbar_and_status_fields_and_shows_its_statistics_once(qtbot, shapes_window):
