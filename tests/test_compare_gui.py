@@ -9,7 +9,8 @@ import torch
 
 from compare_fixtures import FROZEN, fine_tuned, image_folder
 from explorer.core.compare import compare_steps
-from explorer.core.probe import top_k
+from explorer.core.preprocess import image_to_tensor, load_image
+from explorer.core.probe import run_forward, top_k
 from explorer.core.steps import drive
 from explorer.gui.app import create_window
 from explorer.gui.panels.compare import short_name
@@ -74,6 +75,16 @@ def test_compare_tab_shows_the_heatmap_bars_and_both_top5(qtbot, compare_window)
     assert top_a[0]["label"] in panel.top_a.text().split("<br>")[0]
     assert top_b[0]["label"] in panel.top_b.text().split("<br>")[0]
     assert "features.conv4 unit 3" in panel.unit_label.text()
+    # the unit's maps in A and B, and its top-9 in the folder, against each model's own forward passes
+    ra = run_forward(window.loaded.module, window.x, ["features.conv4"]).activations["features.conv4"][0, 3]
+    rb = run_forward(panel.b.module, window.x, ["features.conv4"]).activations["features.conv4"][0, 3]
+    np.testing.assert_array_equal(panel.unit_a.array, ra.numpy())
+    np.testing.assert_array_equal(panel.unit_b.array, rb.numpy())
+    paths = sorted(p for p in folder.iterdir() if p.name != "zz-broken.png")
+    x = torch.cat([image_to_tensor(load_image(p), window.loaded.spec) for p in paths])
+    best = [set(run_forward(m, x, ["features.conv4"]).activations["features.conv4"][:, 3].flatten(1).amax(1)
+                .argsort(descending=True)[:9].tolist()) for m in (window.loaded.module, panel.b.module)]
+    assert f"top-9 in the folder: {len(best[0] & best[1])} of 9 the same" in panel.unit_label.text()
 
 
 def test_compare_tab_cancel_stops_the_pass(qtbot, compare_window):

@@ -16,7 +16,7 @@ from PySide6.QtCore import QRectF, Signal
 from PySide6.QtWidgets import (QFileDialog, QGridLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout,
                                QWidget)
 
-from explorer.gui.widgets.image_pane import lookup_table
+from explorer.gui.widgets.image_pane import ImagePane, lookup_table
 from explorer.gui.workers import Task
 
 HEATMAP_COLORMAP = "inferno"
@@ -35,6 +35,21 @@ def load_b_steps(path: str, a):
         return load_model(a.name, checkpoint=path, input_size=a.spec.size, device=a.device)
 
 
+def compare_with_top9_steps(a, b, folder: Path, fit: str, layer: str | None):
+    """The comparison, then (when ``layer`` is in both models) a top-9 scan of the folder with each:
+    returns (Comparison, (A's index, B's index) or None)."""
+    from explorer.core.compare import compare_steps  # noqa: PLC0415
+    from explorer.core.topk.scan import scan_steps  # noqa: PLC0415
+
+    result = yield from compare_steps(a, b, folder, fit=fit, batch_size=32)
+    if layer is None or layer not in dict(b.module.named_modules()) or layer not in dict(a.module.named_modules()):
+        return result, None
+    indexes = []
+    for m in (a, b):
+        indexes.append((yield from scan_steps(m, folder, [layer], k=9, code_layer=None, fit=fit)))
+    return result, tuple(indexes)
+
+
 def short_name(name: str, width: int = 14) -> str:
     return name if len(name) <= width else "…" + name[-(width - 1):]
 
@@ -49,8 +64,10 @@ class ComparePanel(QWidget):
         self.folder: Path | None = None
         self.result = None  # the last Comparison
         self.image_result: dict | None = None
+        self.indexes = None  # (A's, B's) top-9 index of the window's layer, from the last Run
         self.task: Task | None = None
         self.image_task: Task | None = None
+        self.image_pending = False
 
         self.title = QLabel("Compare: open a second checkpoint (B) of the model, choose a folder of images, Run")
         self.title.setWordWrap(True)
@@ -108,12 +125,20 @@ class ComparePanel(QWidget):
         self.unit_label = QLabel("")
         self.unit_label.setWordWrap(True)
         tops = QGridLayout()
-        tops.addWidget(QLabel("<b>A</b>: top-5 on the current image"), 0, 0)
+        tops.addWidget(QLabel("<b>A</b>: top-5"), 0, 0)
         tops.addWidget(QLabel("<b>B</b>: top-5"), 0, 1)
         tops.addWidget(self.top_a, 1, 0)
         tops.addWidget(self.top_b, 1, 1)
         tops.addWidget(self.unit_label, 2, 0, 1, 2)
-        tops.setRowStretch(3, 1)
+        self.unit_a, self.unit_b = ImagePane(title="unit in A"), ImagePane(title="unit in B")
+        for col, pane in enumerate((self.unit_a, self.unit_b)):
+            pane.setMinimumSize(120, 130)
+            pane.setMaximumHeight(200)
+            pane.setVisible(False)
+            tops.addWidget(pane, 3, col)
+        tops.setRowStretch(4, 1)
+        tops.setColumnStretch(0, 1)
+        tops.setColumnStretch(1, 1)
 
         bottom = QHBoxLayout()
         bottom.addLayout(tops, 1)
@@ -169,8 +194,6 @@ class ComparePanel(QWidget):
 
     # -- the pass over the folder ----------------------------------------------------------------
     def run(self) -> None:
-        from explorer.core.compare import compare_steps  # noqa: PLC0415
-
         a, folder = self.window.loaded, self.folder or self.window_folder()
         if self.task is not None:
             return
@@ -181,9 +204,9 @@ class ComparePanel(QWidget):
             self.status.setText("choose a folder of images first (Folder…)")
             return
         self.folder = folder
-        task = Task(compare_steps(a, self.b, folder, fit=self.window.fit, batch_size=32))
+        task = Task(compare_with_top9_steps(a, self.b, folder, self.window.fit, self.window.layer))
         task.signals.yielded.connect(self._progress)
-        task.signals.returned.connect(self.show_result)
+        task.signals.returned.connect(self._returned)
         task.signals.errored.connect(self._failed)
         task.signals.done.connect(self._task_done)
         self.task = task
@@ -218,6 +241,11 @@ class ComparePanel(QWidget):
         if cancelled:
             self.status.setText("cancelled")
 
+    def _returned(self, out) -> None:
+        result, self.indexes = out
+        self.show_result(result)
+        self.refresh_image()
+
     def show_result(self, result) -> None:
         self.result = result
         p, q = result.cka.shape
@@ -250,7 +278,10 @@ class ComparePanel(QWidget):
         from explorer.core.compare import compare_image  # noqa: PLC0415
 
         a, x = self.window.loaded, getattr(self.window, "x", None)
-        if self.b is None or a is None or x is None or self.image_task is not None:
+        if self.image_task is not None:
+            self.image_pending = True  # again when the one in flight ends: the image or unit changed meanwhile
+            return
+        if self.b is None or a is None or x is None:
             return
         layer = self.window.layer
         names = dict(self.b.module.named_modules())
@@ -264,6 +295,9 @@ class ComparePanel(QWidget):
 
     def _image_done(self) -> None:
         self.image_task = None
+        if self.image_pending:
+            self.image_pending = False
+            self.refresh_image()
 
     def show_image(self, out: dict) -> None:
         self.image_result = out
@@ -275,6 +309,26 @@ class ComparePanel(QWidget):
         self.top_b.setText(rows(out["top_b"]))
         if "unit" in out:
             self.unit_label.setText(f"{out['layer']} unit {out['unit']}: max activation A {out['unit_max_a']:.4g}, "
-                                    f"B {out['unit_max_b']:.4g}")
+                                    f"B {out['unit_max_b']:.4g}" + self.top9_text(out["layer"], out["unit"]))
+            hi = max(out["unit_max_a"], out["unit_max_b"], 1e-6)
+            lo = min(float(out["unit_a"].min()), float(out["unit_b"].min()), 0.0)
+            for pane, unit_map in ((self.unit_a, out["unit_a"]), (self.unit_b, out["unit_b"])):
+                pane.set_image(np.ascontiguousarray(unit_map, dtype=np.float32), levels=(lo, hi),
+                               lut=lookup_table("inferno"))
+                pane.setVisible(True)
         else:
             self.unit_label.setText("")
+            self.unit_a.setVisible(False)
+            self.unit_b.setVisible(False)
+
+    def top9_text(self, layer: str, unit: int) -> str:
+        """How many of the unit's top-9 images of the folder stay the same, when the last Run indexed the layer."""
+        from explorer.core.compare import top_overlap  # noqa: PLC0415
+
+        if self.indexes is None or layer not in self.indexes[0].layers:
+            return "; Run indexes this layer's top-9" if self.b is not None else ""
+        counts = top_overlap(self.indexes[0], self.indexes[1], layer)
+        if unit >= len(counts):
+            return ""
+        return (f"; top-9 in the folder: {counts[unit]} of 9 the same "
+                f"(layer mean {counts.mean():.1f}, {int((counts == 9).sum())} of {len(counts)} units keep all 9)")
