@@ -261,6 +261,16 @@ def test_live_tile_click_selects_the_window_unit_and_the_side_panel_says_it_is_t
     assert window.show_view("live")
     assert window.input_dock.windowTitle() == LIVE_INPUT_TITLE and not window.input_panel.isEnabled()
     assert window.input_dock.isHidden()  # no still-image prediction beside the live frame
+    saved = {}
+    window.settings = type("Settings", (), {"setValue": lambda self, k, v: saved.setdefault(k, v),
+                                            "sync": lambda self: None})()
+    window.save_settings()  # the layout saved on closing keeps the dock the user had open
+    window.settings = None
+    probe = MainWindow(interactive=False)
+    qtbot.addWidget(probe)
+    probe.restoreState(saved["window_state"])
+    assert not probe.input_dock.isHidden() and window.input_dock.isHidden()
+    probe.close()
     window.model_loaded.emit(tiny_model())
     window.layers.layer_selected.emit("conv2")
     assert panel.open_video(video)

@@ -542,6 +542,19 @@ def add_live_view(window) -> LivePanel:
 
     window.tabs.currentChanged.connect(mark_still_input)
     mark_still_input()
+    save_settings = window.save_settings
+
+    def save_settings_with_the_dock() -> None:
+        # the saved layout is the user's, without the dock the Live tab put away for itself
+        if not hidden_for_live["dock"]:
+            return save_settings()
+        window.input_dock.show()
+        try:
+            return save_settings()
+        finally:
+            window.input_dock.hide()
+
+    window.save_settings = save_settings_with_the_dock
     if window.loaded is not None:
         panel.set_model(window.loaded, window.layer)
     return panel
