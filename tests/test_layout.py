@@ -25,19 +25,24 @@ def read_count(text: str) -> float:
 
 
 def test_format_count_is_compact_and_reads_back_within_half_a_digit():
+    """Three significant digits: 7.1K, 15.5M, 116G; never 1000 of a unit."""
     rng = random.Random(0)
     values = [0, 7, 432, 999, 999.4, 999.5, 1000, 4608, 99_949, 99_950, 999_949, 999_950, 7_077_888,
               18_874_368, 999_949_999, 1_800_000_000, 138_357_544, 5 * 10**12]
     values += [round(10 ** rng.uniform(0, 14)) for _ in range(300)]
     for n in values:
         text = format_count(n)
-        assert len(text) <= 6, (n, text)
+        assert len(text) <= 5, (n, text)
         back = read_count(text)
         unit = UNITS[text[-1]] if text[-1] in UNITS else 1
         step = unit * (0.1 if "." in text else 1)  # the last digit shown
         assert abs(back - n) <= step / 2 + 1e-6 * unit, (n, text)
         assert not text.startswith("1000"), (n, text)  # 999,950 is 1.0M, not 1000.0K
+        if n >= 1000:
+            digits = text.rstrip("KMGT").replace(".", "").lstrip("0")
+            assert len(digits) in (2, 3), (n, text)
     assert format_count(7_077_888) == "7.1M" and format_count(1_800_000_000) == "1.8G"
+    assert format_count(115_605_504) == "116M" and format_count(18_874_368) == "18.9M"
 
 
 def test_fitted_layout_shows_tiles_larger_than_any_other_column_count():
@@ -64,6 +69,41 @@ def test_activation_grid_places_each_channel_where_the_fitted_layout_says():
         assert torch.allclose(grid[top:top + 5, left:left + 7], scaled[unit], atol=1e-6)
 
 
+def assert_columns_fit(table) -> None:
+    """Layer, output, params and MACs: no cell elided (its text and the style's margins fit the section)."""
+    from PySide6.QtWidgets import QStyle  # noqa: PLC0415
+
+    header, model, metrics = table.horizontalHeader(), table.model(), table.fontMetrics()
+    margins = 2 * (table.style().pixelMetric(QStyle.PM_FocusFrameHMargin, None, table) + 1)
+    for col in (LAYER, OUTPUT, PARAMS, MACS):
+        need = max(metrics.horizontalAdvance(model.index(r, col).data() or "") for r in range(model.rowCount()))
+        need = max(need, header.fontMetrics().horizontalAdvance(model.headerData(col, 1)))
+        assert header.sectionSize(col) - margins >= need, (col, header.sectionSize(col), need)
+
+
+def test_a_deep_models_table_keeps_its_numbers_in_a_narrow_dock_and_its_classes_in_a_wide_one(qtbot):
+    from explorer.core.models import load_model  # noqa: PLC0415
+    from explorer.core.probe import layer_table  # noqa: PLC0415
+    from explorer.gui.widgets.layer_table import LayerTable  # noqa: PLC0415
+
+    loaded = load_model("resnet18", weights="none")
+    table = LayerTable()
+    qtbot.addWidget(table)
+    table.set_rows(layer_table(loaded.module, loaded.spec.shape, loaded.device))
+    table.resize(300, 400)
+    table.show()
+    qtbot.waitExposed(table)
+    header = table.horizontalHeader()
+    assert_columns_fit(table)
+    assert header.sectionViewportPosition(MACS) + header.sectionSize(MACS) <= table.viewport().width()
+    assert table.horizontalScrollBar().maximum() == 0
+    assert table.isColumnHidden(TYPE)  # too narrow to read a class name: it is in the row's tooltip
+    assert "(BasicBlock)" in table.model().index(table.names().index("layer1.0"), LAYER).data(3)
+    table.resize(460, 400)
+    qtbot.waitUntil(lambda: not table.isColumnHidden(TYPE))
+    assert header.sectionSize(TYPE) >= table.fontMetrics().horizontalAdvance("Conv2d")
+
+
 @pytest.fixture
 def laptop_window(qtbot, no_thread_leak):
     from explorer.gui.app import create_window  # noqa: PLC0415
@@ -86,13 +126,8 @@ def test_centre_keeps_room_and_layer_numbers_are_not_cut_at_1024x640(laptop_wind
     table = window.layers
     assert table.isVisible() and table.viewport().width() > 0
     header = table.horizontalHeader()
-    metrics = table.fontMetrics()
-    model = table.model()
-    # the name, shape and counts: every cell's text fits its column ...
-    for col in (LAYER, OUTPUT, PARAMS, MACS):
-        texts = [model.headerData(col, 1)] + [model.index(r, col).data() or "" for r in range(model.rowCount())]
-        need = max(metrics.horizontalAdvance(t) for t in texts)
-        assert header.sectionSize(col) >= need, (col, header.sectionSize(col), need)
+    # the name, shape and counts: every cell's text fits its column (Qt elides beyond the focus margins) ...
+    assert_columns_fit(table)
     # ... and all columns lie inside the viewport (no horizontal scrolling to reach params and MACs)
     assert sum(header.sectionSize(c) for c in range(header.count())) <= table.viewport().width()
     assert header.sectionViewportPosition(MACS) + header.sectionSize(MACS) <= table.viewport().width()

@@ -254,13 +254,16 @@ def block_params(model: nn.Module, prefix: str) -> int:
 
 
 def format_count(n: float) -> str:
-    """Compact numbers for narrow columns: 950, 7.1K, 3.2M, 15.5G (at most one decimal and 6 characters below
-    1000T; 999,950 is 1.0M, not 1000.0K)."""
+    """Compact numbers for narrow columns, three significant digits: 950, 7.1K, 15.5M, 116G (at most 5
+    characters below 1000T; 999,950 is 1.0M, not 1000.0K)."""
     if abs(n) < 999.5:
         return f"{n:.0f}"
     for unit, div in (("K", 1e3), ("M", 1e6), ("G", 1e9), ("T", 1e12)):
-        if abs(n) / div < 999.95 or unit == "T":
-            return f"{n / div:.1f}{unit}"
+        value = n / div
+        if abs(value) < 99.95:
+            return f"{value:.1f}{unit}"
+        if abs(value) < 999.5 or unit == "T":
+            return f"{value:.0f}{unit}"
     return f"{n:.0f}"
 
 

@@ -2,12 +2,13 @@
 
 Narrow enough for a laptop's dock: a module shows its own name indented under its parent (the full path in
 the tooltip), counts are compact (7.1M, 1.8G; the exact value in the tooltip), and the class name comes
-last, where a narrow dock elides it (the tooltip has it) rather than push the numbers out of view.
+last, where a narrow dock elides it, or leaves it out when it would not be readable (the tooltip has
+it), rather than push the numbers out of view.
 """
 from __future__ import annotations
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QItemSelectionModel, Qt, Signal
-from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableView
+from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QStyle, QTableView
 
 from explorer.core.costs import format_count
 from explorer.core.probe import LayerInfo
@@ -34,6 +35,11 @@ def row_tooltip(row: LayerInfo) -> str:
     if row.macs:
         lines.append(f"MACs {row.macs:,}")
     return "\n".join(lines)
+
+
+def cell_margin(view) -> int:
+    """Pixels a cell needs beside its text before Qt elides it (the focus frame's margin each side, plus one)."""
+    return 2 * (view.style().pixelMetric(QStyle.PM_FocusFrameHMargin, None, view) + 1) + 2
 
 
 class LayerTableModel(QAbstractTableModel):
@@ -98,7 +104,7 @@ class LayerTable(QTableView):
         self.verticalHeader().setDefaultSectionSize(20)
         header = self.horizontalHeader()
         header.setMinimumSectionSize(24)
-        header.setSectionResizeMode(QHeaderView.ResizeToContents)
+        header.setSectionResizeMode(QHeaderView.Interactive)  # sized by fit_columns
         header.setSectionResizeMode(TYPE, QHeaderView.Stretch)  # what is left; elided when narrow
         self.setTextElideMode(Qt.ElideRight)
         self.setAlternatingRowColors(True)
@@ -110,9 +116,32 @@ class LayerTable(QTableView):
         self.fit_columns()
 
     def fit_columns(self) -> None:
-        """Every column as wide as its contents; the last (the class name) takes what is left."""
-        self.resizeColumnsToContents()
+        """Every column as wide as its widest text plus the style's margins; the last (the class name)
+        takes what is left."""
+        cells = self.fontMetrics()
+        margin = cell_margin(self)
+        heads = self.horizontalHeader().fontMetrics()
+        model = self.table_model
+        for col in range(len(COLUMNS)):
+            if col == TYPE:
+                continue
+            texts = [model.data(model.index(r, col)) or "" for r in range(model.rowCount())]
+            widest = max([cells.horizontalAdvance(t) for t in texts] + [0])
+            self.setColumnWidth(col, max(widest, heads.horizontalAdvance(COLUMNS[col])) + margin)
         self.updateGeometry()  # the dock reads the new size hint
+        self._fit_type_column()
+
+    def _fit_type_column(self) -> None:
+        """Show the class name only where it gets a readable width ("Conv2d"); a narrow dock keeps the
+        counts in view instead (the row's tooltip has the class)."""
+        header = self.horizontalHeader()
+        need = sum(header.sectionSize(c) for c in range(header.count()) if c != TYPE)
+        readable = self.fontMetrics().horizontalAdvance("Conv2d") + 10
+        self.setColumnHidden(TYPE, self.viewport().width() - need < readable)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().resizeEvent(event)
+        self._fit_type_column()
 
     def sizeHint(self):  # noqa: N802 - Qt's name: as wide as the columns (the dock asks for this width)
         hint = super().sizeHint()
@@ -124,8 +153,8 @@ class LayerTable(QTableView):
         """The width the columns need (the last one at its contents, not stretched)."""
         header = self.horizontalHeader()
         last = header.count() - 1
-        return sum(header.sectionSize(c) for c in range(last)) + max(self.sizeHintForColumn(last),
-                                                                      header.sectionSizeHint(last))
+        return sum(header.sectionSize(c) for c in range(last) if c != TYPE) + \
+            max(self.sizeHintForColumn(TYPE), header.sectionSizeHint(TYPE))
 
     def names(self) -> list[str]:
         return [r.name for r in self.table_model.rows]
