@@ -128,3 +128,20 @@ def test_compare_top9_frozen_layers_keep_every_units_top9(capsys, checkpoints, t
     expected = [len(set(ra[:, u].argsort(descending=True)[:9].tolist()) & set(rb[:, u].argsort(descending=True)[:9].tolist()))
                 for u in range(ra.shape[1])]
     assert top9["units"] == expected and top9["mean"] < 9
+
+
+def test_compare_another_architecture_compares_what_matches(capsys, checkpoints, tmp_path):
+    from explorer.core.models.shapes import ShapesNet
+
+    d, a, _, folder = checkpoints
+    other = ShapesNet(num_classes=4)
+    other.load_state_dict({k: v for k, v in a.module.state_dict().items() if not k.startswith("classifier.fc2")},
+                          strict=False)
+    torch.save(other.state_dict(), tmp_path / "four.pt")
+    code, stdout, err = run_cli(capsys, "compare", "--checkpoint-b", str(tmp_path / "four.pt"), "--input", str(folder),
+                                "--out", str(tmp_path / "r.json"), "--json", "--device", "cpu")
+    data = json.loads(stdout)
+    assert code == 1, err
+    assert data["unmatched"]["shapes_differ"] == ["classifier.fc2"] and "classifier.fc2" not in data["layers_a"]
+    rows = {r["layer"]: r for r in data["layers"]}
+    assert rows["classifier.fc1"]["weight_change"] == 0.0 and rows["classifier.fc1"]["cka"] == pytest.approx(1, abs=1e-9)

@@ -44,13 +44,14 @@ def _progress(label: str):
     return show
 
 
-def load_b(args: argparse.Namespace):
-    """Checkpoint B, loaded with the same model options as A."""
-    from explorer.core.models import load_model  # noqa: PLC0415
+def load_b(args: argparse.Namespace, a):
+    """Checkpoint B, loaded with the same model options as A (its architecture detected, else --model's)."""
+    from explorer.core.compare import load_checkpoint_b  # noqa: PLC0415
 
-    return load_model(args.model, checkpoint=args.checkpoint_b, weights=args.weights,
-                      trust_checkpoint=args.trust_checkpoint, device=args.device, input_size=args.input_size,
-                      mean=args.mean, std=args.std, labels_file=args.labels)
+    return load_checkpoint_b(args.checkpoint_b, args.model, weights=args.weights,
+                             trust_checkpoint=args.trust_checkpoint, device=args.device,
+                             input_size=args.input_size or a.spec.size, mean=args.mean, std=args.std,
+                             labels_file=args.labels)
 
 
 def run_compare(args: argparse.Namespace) -> int:
@@ -65,7 +66,7 @@ def run_compare(args: argparse.Namespace) -> int:
     if args.batch_size < 4:
         raise CommandError("--batch-size must be at least 4 (the unbiased CKA estimator needs n > 3)")
     a = model_from_args(args)
-    b = load_b(args)
+    b = load_b(args, a)
     label = "deep-explorer compare"
     if args.top9 is not None:
         for which, m in (("A", a), ("B", b)):

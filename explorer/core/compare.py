@@ -116,6 +116,20 @@ def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
     return bounds
 
 
+def load_checkpoint_b(path: str | Path, a_name: str | None, **options) -> LoadedModel:
+    """Checkpoint B: its architecture detected from the file (it may differ from A's), else taken to be
+    ``a_name`` (A's, or the one the user named). ``options`` go to :func:`~explorer.core.models.load_model`."""
+    from explorer.core.errors import UnknownArchitectureError  # noqa: PLC0415
+    from explorer.core.models import load_model  # noqa: PLC0415
+
+    try:
+        return load_model(None, checkpoint=path, **options)
+    except UnknownArchitectureError:
+        if a_name is None:
+            raise
+        return load_model(a_name, checkpoint=path, **options)
+
+
 # --- matching the two models' layers ---------------------------------------------------------------
 
 def _own_parameters(module: nn.Module) -> dict[str, tuple[int, ...]]:

@@ -25,14 +25,10 @@ CHANGE_COLOUR, CKA_COLOUR = "#4f8fd8", "#f0a030"
 
 def load_b_steps(path: str, a):
     """Checkpoint B: its architecture detected, else taken to be A's; fed A's input size."""
-    from explorer.core.errors import UnknownArchitectureError  # noqa: PLC0415
-    from explorer.core.models import load_model  # noqa: PLC0415
+    from explorer.core.compare import load_checkpoint_b  # noqa: PLC0415
 
     yield 0
-    try:
-        return load_model(None, checkpoint=path, input_size=a.spec.size, device=a.device)
-    except UnknownArchitectureError:
-        return load_model(a.name, checkpoint=path, input_size=a.spec.size, device=a.device)
+    return load_checkpoint_b(path, a.name, input_size=a.spec.size, device=a.device)
 
 
 def compare_with_top9_steps(a, b, folder: Path, fit: str, layer: str | None):
