@@ -213,3 +213,13 @@ def test_top_overlap_counts_the_shared_top_images_of_each_unit(shapes, folder):
         pb = {ib.paths[i] for i in lb.images[u]}
         assert overlap[u] == len(pa & pb)
     assert overlap.mean() < 4
+
+
+def test_closing_the_pass_midway_removes_its_hooks(shapes, folder):
+    a, b = copy.deepcopy(shapes), reinitialised(shapes)
+    steps = compare_steps(a, b, folder, batch_size=4)
+    first = next(steps)
+    assert first.done < first.total
+    assert any(m._forward_hooks for m in a.module.modules())  # the Gram hooks are on while it runs
+    steps.close()  # what Cancel does
+    assert not any(m._forward_hooks for m in list(a.module.modules()) + list(b.module.modules()))
