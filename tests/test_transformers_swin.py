@@ -167,3 +167,108 @@ def test_cli_attention_on_swin_t_saves_the_query_map_and_refuses_rollout(tmp_pat
                "--input", str(np_path), "--method", "rollout", "--out", str(tmp_path / "r.npy")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "Swin attends within windows" in err and len(err.splitlines()) == 1
+
+
+# timm's Swin (the optional extra): rolled before padding, windows and mask handed to its WindowAttention
+
+
+@pytest.fixture(scope="module")
+def timm_swin():
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = timm.create_model("swin_tiny_patch4_window7_224", img_size=64, pretrained=False).eval()
+    for m in model.modules():
+        if hasattr(m, "relative_position_bias_table"):
+            torch.nn.init.normal_(m.relative_position_bias_table, std=1.0)
+    return model
+
+
+def test_timm_window_attention_equals_timms_own_unfused_softmax_and_rebuilds_the_model(timm_swin, x):
+    from explorer.core.attribution.attention import window_attention_layers  # noqa: PLC0415
+
+    names = window_attention_layers(timm_swin)
+    assert len(names) == 12
+    for n in names:  # scaled_dot_product_attention: no weights to hook
+        timm_swin.get_submodule(n).fused_attn = True
+    with torch.no_grad():
+        reference = timm_swin(x)
+    records = record_attention(timm_swin, x, names)  # from the fused model: nothing to hook there
+    assert any(any(r.windows.shift) and r.windows.padded != r.windows.size for r in records)
+    seen, handles = {}, []
+    for n in names:  # the oracle: timm's own unfused path, whose softmax module sees the weights
+        attn = timm_swin.get_submodule(n)
+        attn.fused_attn = False
+        handles.append(attn.softmax.register_forward_hook(lambda _m, _i, o, n=n: seen.__setitem__(n, o)))
+    try:
+        with torch.no_grad():
+            timm_swin(x)
+    finally:
+        for h in handles:
+            h.remove()
+        for n in names:
+            timm_swin.get_submodule(n).fused_attn = True
+    for r in records:
+        torch.testing.assert_close(r.weights.reshape(seen[r.layer].shape), seen[r.layer], atol=1e-5, rtol=0)
+    with torch.no_grad(), recording(timm_swin, names, rebuild=True):
+        torch.testing.assert_close(timm_swin(x), reference, atol=1e-5, rtol=0)
+
+
+def naive_timm_query_map(block, normed, row, col):
+    """One query's attention over the grid, key by key, in timm's order (roll on the grid, then pad)."""
+    attn = block.attn
+    _b, h, w, c = normed.shape
+    ws, s = block.window_size[0], block.shift_size[0]
+    ph, pw = -(-h // ws) * ws, -(-w // ws) * ws
+    heads = attn.num_heads
+    qkv = (normed[0] @ attn.qkv.weight.T + attn.qkv.bias).reshape(h, w, 3, heads, c // heads)
+    pad = attn.qkv.bias.reshape(3, heads, c // heads)  # a zero (padding) position's q, k, v
+    table = attn._get_rel_pos_bias()[0]
+
+    def region(i, n):
+        return 0 if i < n - ws else (1 if i < n - s else 2)
+
+    rr, rc = (row - s) % h, (col - s) % w
+    top, left = rr // ws * ws, rc // ws * ws
+    nq = (rr - top) * ws + (rc - left)
+    logits, where = torch.empty(heads, ws * ws), []
+    q = qkv[row, col, 0]
+    for i in range(top, top + ws):
+        for j in range(left, left + ws):
+            inside = i < h and j < w
+            k = qkv[(i + s) % h, (j + s) % w, 1] if inside else pad[1]
+            nk = (i - top) * ws + (j - left)
+            same = s == 0 or (region(rr, ph), region(rc, pw)) == (region(i, ph), region(j, pw))
+            logits[:, nk] = (q * k).sum(-1) * attn.scale + table[:, nq, nk] + (0.0 if same else -100.0)
+            if inside:
+                where.append((nk, (i + s) % h, (j + s) % w))
+    weights = torch.softmax(logits, -1)
+    out = torch.zeros(heads, h, w)
+    for nk, oi, oj in where:
+        out[:, oi, oj] = weights[:, nk]
+    return out
+
+
+@pytest.mark.parametrize("position", [(0, 0), (2, 13), (15, 15), (8, 8)])
+def test_timm_swin_query_map_equals_the_naive_computation(timm_swin, x, position):
+    name = "layers.0.blocks.1.attn"  # shifted by 3, padded 16 -> 21
+    block = timm_swin.get_submodule(name.rpartition(".")[0])
+    normed = {}
+    h = block.norm1.register_forward_hook(lambda _m, _i, o: normed.setdefault("x", o))
+    with torch.no_grad():
+        timm_swin(x)
+    h.remove()
+    tm = query_attention(timm_swin, x, name, query=position[0] * 16 + position[1])
+    assert tm.layout.grid == (16, 16) and tm.layout.prefix == 0
+    with torch.no_grad():
+        expected = naive_timm_query_map(block, normed["x"], *position)
+    torch.testing.assert_close(tm.maps[0], expected, atol=1e-5, rtol=0)
+
+
+def test_timm_swin_macs_count_every_window_as_torchvisions_swin_t():
+    timm = pytest.importorskip("timm")
+    model = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False).eval()
+    rows = layer_table(model, (3, 224, 224))
+    total = sum(r.macs for r in rows)  # the same architecture as torchvision's swin_t: its own figure
+    meta = torchvision.models.get_model_weights("swin_t").DEFAULT.meta
+    assert total / 1e9 == pytest.approx(meta["_ops"], abs=0.0015)
+    assert cost_table(model, (3, 224, 224)).macs == total

@@ -219,7 +219,7 @@ def cost_table(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1,
                 row.saved_extra_bytes += 8 * sum(t.numel() for t in fresh)  # int64 indices for backward
             row.activations += sum(t.numel() for t in fresh)
             row.activation_bytes += sum(t.numel() * t.element_size() for t in fresh)
-            row.macs += module_macs(mod, inputs, out)
+            row.macs += module_macs(mod, inputs, out, batch=1)  # one input ran
             row.calls += 1
 
         try:

@@ -34,14 +34,18 @@ class LayerInfo:
         return d
 
 
-def module_macs(module: nn.Module, inputs: tuple, output: torch.Tensor) -> int:
+def module_macs(module: nn.Module, inputs: tuple, output: torch.Tensor, batch: int | None = None) -> int:
     """Multiply-accumulates of one call for one input (batch dimension divided out).
+
+    ``batch`` is the model input's batch size; without it, the output's first size (which is wrong inside
+    modules that fold something else into the batch, like the windows of timm's Swin: pass it).
 
     Conv: out_elements * (C_in / groups) * prod(kernel); Linear: out_elements * in_features; attention: the
     projections and the QK^T and AV products (L*S*E each). Other layers (ReLU, pooling, normalisation)
     count 0, as in the cs231n / Netscope tables.
     """
-    batch = output.shape[0] if output.dim() > 0 else 1
+    if batch is None:
+        batch = output.shape[0] if output.dim() > 0 else 1
     if hasattr(module, "script_macs"):  # a stand-in for a compiled layer (core.models.scripted)
         return module.script_macs(output)
     if isinstance(module, nn.modules.conv._ConvNd):
@@ -60,6 +64,10 @@ def module_macs(module: nn.Module, inputs: tuple, output: torch.Tensor) -> int:
         return _attention_macs(module, inputs, output)
     if _is_window_attention(module) and output.dim() == 4:
         return _window_attention_macs(module, output)
+    if hasattr(module, "window_size") and callable(getattr(module, "_get_rel_pos_bias", None)) and output.dim() == 3:
+        # timm's Swin window attention gets windows as its batch: (batch * windows, N, C); QK^T and AV
+        # within every window (its qkv and proj Linears count themselves, given the batch)
+        return 2 * (output.shape[0] // batch) * output.shape[1] * output.shape[1] * output.shape[2]
     if isinstance(getattr(module, "qkv", None), nn.Linear) and hasattr(module, "num_heads") and output.dim() == 3:
         # timm-style attention: its qkv and proj Linears count themselves; the QK^T and AV products here
         tokens, dim = output.shape[1], output.shape[2]
@@ -121,7 +129,7 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...], device: torch.de
                 return
             if row.output_shape is None:
                 row.output_shape = tuple(out.shape[1:])
-            row.macs += module_macs(mod, inputs, out)
+            row.macs += module_macs(mod, inputs, out, batch=1)  # one input ran
             row.calls += 1
 
         handles.append(module.register_forward_hook(hook))

@@ -29,7 +29,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from explorer.core.attribution.target import Target, TargetError, target_fn
-from explorer.core.attribution.window_attention import (WindowGeometry, is_window_attention, rebuild_window_output,
+from explorer.core.attribution.window_attention import (WindowGeometry, is_timm_window_attention, is_window_attention,
+                                                        rebuild_window_output, timm_rebuild_windows,
+                                                        timm_window_geometry, timm_window_weights,
                                                         window_attention_weights, window_query_map)
 from explorer.core.transformers import TokenLayout, token_layout
 
@@ -50,7 +52,7 @@ def attention_layers(model: nn.Module) -> list[str]:
 
 def window_attention_layers(model: nn.Module) -> list[str]:
     """Names of the window attention modules (Swin's) this module can recompute, in order."""
-    return [n for n, m in model.named_modules() if n and is_window_attention(m)]
+    return [n for n, m in model.named_modules() if n and (is_window_attention(m) or is_timm_window_attention(m))]
 
 
 def attention_for_layer(model: nn.Module, layer: str | None) -> str:
@@ -145,6 +147,9 @@ def recording(model: nn.Module, layers: list[str] | None = None, rebuild: bool =
 
         def pre(mod, args, kwargs, key=name):
             x = args[0] if args else kwargs.get("query", kwargs.get("x"))
+            if is_timm_window_attention(mod):  # windows (B*nW, N, C) and the block's mask
+                mod._explorer_input = (x, kwargs.get("mask", args[1] if len(args) > 1 else None))
+                return
             if is_window_attention(mod):
                 mod._explorer_input = x
                 return
@@ -157,6 +162,15 @@ def recording(model: nn.Module, layers: list[str] | None = None, rebuild: bool =
 
         def post(mod, _args, _kwargs, output, key=name):
             x = mod.__dict__.pop("_explorer_input", None)
+            if isinstance(x, tuple):  # timm's window attention: the geometry is its block's
+                block = modules[key.rpartition(".")[0]]
+                grid = block.__dict__.get("_explorer_grid")
+                if grid is None:
+                    return None
+                weights = timm_window_weights(mod, x[0], x[1], grid.shape[0])
+                records.append(AttentionRecord(key, weights if rebuild else weights.detach(),
+                                               windows=timm_window_geometry(block, grid)))
+                return timm_rebuild_windows(mod, x[0], weights) if rebuild else None
             if x is not None and x.dim() == 4 and is_window_attention(mod):
                 weights, geo = window_attention_weights(mod, x)
                 records.append(AttentionRecord(key, weights if rebuild else weights.detach(), windows=geo))
@@ -177,6 +191,9 @@ def recording(model: nn.Module, layers: list[str] | None = None, rebuild: bool =
 
         handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
         handles.append(module.register_forward_hook(post, with_kwargs=True))
+        if is_timm_window_attention(module) and "." in name:  # its block's (B, H, W, C) input: the grid
+            handles.append(modules[name.rpartition(".")[0]].register_forward_pre_hook(
+                lambda block, args: block.__dict__.__setitem__("_explorer_grid", args[0]) if args else None))
     try:
         yield records
     finally:
@@ -184,6 +201,8 @@ def recording(model: nn.Module, layers: list[str] | None = None, rebuild: bool =
             h.remove()
         for name in layers if layers is not None else attention_layers(model):
             modules[name].__dict__.pop("_explorer_input", None)
+            if "." in name:
+                modules[name.rpartition(".")[0]].__dict__.pop("_explorer_grid", None)
 
 
 def record_attention(model: nn.Module, x: torch.Tensor, layers: list[str] | None = None) -> list[AttentionRecord]:

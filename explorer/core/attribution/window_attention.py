@@ -15,6 +15,10 @@ them (checked to 1e-5 against the module's own output):
 
 A query position (r, c) of the layer's grid attends only to the positions of its own (shifted) window;
 its map over the grid is zero elsewhere.
+
+timm's Swin does the same in another order (roll, then pad) and hands the windows and the mask to its
+``WindowAttention`` module: there the weights are recomputed from the windows the module receives, the
+mask it is given and its own bias table, and the geometry comes from the block around it.
 """
 from __future__ import annotations
 
@@ -42,6 +46,7 @@ class WindowGeometry:
     padded: tuple[int, int]  # (H, W) after padding to whole windows
     window: tuple[int, int]  # (wh, ww)
     shift: tuple[int, int]  # the shift applied (0 where one window covers that side)
+    roll_first: bool = False  # timm: rolled before padding (torchvision pads, then rolls)
 
     @property
     def windows(self) -> tuple[int, int]:
@@ -152,13 +157,56 @@ def window_query_map(weights: torch.Tensor, geo: WindowGeometry, row: int, col: 
     if not (0 <= row < h and 0 <= col < w):
         raise ValueError(f"position ({row}, {col}) is outside the {h}x{w} grid")
     (wh, ww), (sh, sw), (_nh, nw) = geo.window, geo.shift, geo.windows
-    rr, rc = (row - sh) % geo.padded[0], (col - sw) % geo.padded[1]  # where it sits in the rolled map
+    rolled = geo.size if geo.roll_first else geo.padded  # the map the roll acts on
+    rr, rc = (row - sh) % rolled[0], (col - sw) % rolled[1]  # where it sits in the rolled map
     window = (rr // wh) * nw + rc // ww
     attn = weights[:, window, :, (rr % wh) * ww + rc % ww]  # (B, heads, N) over its window's positions
     b, heads = attn.shape[:2]
     canvas = attn.new_zeros(b, heads, *geo.padded)
     top, left = (rr // wh) * wh, (rc // ww) * ww
     canvas[:, :, top:top + wh, left:left + ww] = attn.view(b, heads, wh, ww)
+    if geo.roll_first:
+        canvas = canvas[:, :, :h, :w]
     if any(geo.shift):
         canvas = torch.roll(canvas, shifts=geo.shift, dims=(2, 3))
     return canvas[:, :, :h, :w]
+
+
+def is_timm_window_attention(module: nn.Module) -> bool:
+    """timm's Swin ``WindowAttention``: it receives windows (B*nW, N, C) and the mask from its block."""
+    return (isinstance(getattr(module, "qkv", None), nn.Linear) and isinstance(getattr(module, "proj", None), nn.Module)
+            and hasattr(module, "window_size") and not hasattr(module, "shift_size")
+            and callable(getattr(module, "_get_rel_pos_bias", None)))
+
+
+def timm_window_geometry(block: nn.Module, x: torch.Tensor) -> WindowGeometry:
+    """The windows of a timm Swin block for its input ``x`` (B, H, W, C): its own window and shift sizes."""
+    _b, h, w, _c = x.shape
+    wh, ww = (int(s) for s in block.window_size)
+    sh, sw = (int(s) for s in block.shift_size)
+    return WindowGeometry((h, w), (h + (wh - h % wh) % wh, w + (ww - w % ww) % ww), (wh, ww), (sh, sw), True)
+
+
+def timm_window_weights(module: nn.Module, windows: torch.Tensor, mask: torch.Tensor | None,
+                        batch: int) -> torch.Tensor:
+    """softmax(Q K^T * scale + relative position bias + mask) of a timm ``WindowAttention`` for the windows
+    (B*nW, N, C) it receives and the mask (nW, N, N) its block passes: (B, nW, heads, N, N)."""
+    n_win, n, _c = windows.shape
+    heads = int(module.num_heads)
+    q, k, _v = module.qkv(windows).reshape(n_win, n, 3, heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+    logits = (q * module.scale) @ k.transpose(-2, -1) + module._get_rel_pos_bias()
+    logits = logits.view(batch, n_win // batch, heads, n, n)
+    if mask is not None:
+        logits = logits + mask[None, :, None]
+    return torch.softmax(logits, dim=-1)
+
+
+def timm_rebuild_windows(module: nn.Module, windows: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The module's output (B*nW, N, C) rebuilt from its weights: A V, heads merged, the projection."""
+    n_win, n, _c = windows.shape
+    heads = int(module.num_heads)
+    v = module.qkv(windows).reshape(n_win, n, 3, heads, -1).permute(2, 0, 3, 1, 4)[2]
+    mixed = (weights.reshape(n_win, heads, n, n) @ v).transpose(1, 2).reshape(n_win, n, -1)
+    out = module.proj(mixed)
+    drop = getattr(module, "proj_drop", None)
+    return drop(out) if drop is not None else out
