@@ -254,3 +254,21 @@ def test_fast_truncation_falls_back_when_folding_would_change_the_result():
     x = torch.randn(2, 3, 12, 12, dtype=torch.float64)
     fast = Truncated(net, None, fast=True)
     assert torch.allclose(fast(x), Truncated(net, None)(x)) and fast.folded == 0
+
+
+def test_inversion_error_is_normalised_by_the_norm_of_the_code(shapes):
+    """The reported error is ||Phi(x*) - Phi0||^2 / ||Phi0||^2 for the saved 8-bit picture, recomputed here
+    with the whole (unfolded, untruncated) model."""
+    from explorer.core.optimize.regularizers import PixelSpace
+    from explorer.core.optimize.visualize import pictures_to_pixels
+
+    x, picture = load_input(SAMPLE_IMAGES / "0004_star.png", shapes.spec)
+    space = PixelSpace.for_spec(shapes.spec, "cpu")
+    phi0 = layer_output(shapes.module, x, "features.relu3", stop=False).clone()
+    result = drive(invert_steps(shapes.module, shapes.spec, x, InvertSettings(layers=("features.relu3",), steps=8)))
+    inv = result.inversions[0]
+    got = space.to_model(pictures_to_pixels([inv.picture], 3, "cpu"))
+    phi = layer_output(shapes.module, got, "features.relu3", stop=False)
+    expected = float(((phi - phi0) ** 2).sum() / (phi0 ** 2).sum())
+    assert 0 < expected and abs(inv.representation_error - expected) <= 1e-3 * expected, (inv, expected)
+    assert np.array_equal(result.original, picture)
