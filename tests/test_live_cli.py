@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 
 import pytest
@@ -19,7 +20,7 @@ def test_bench_live_prints_one_json_object_with_the_figures(qapp, tmp_path, monk
     monkeypatch.setattr(cli_live, "model_from_args", lambda args, weights=None: tiny_model())
     before = {t.ident for t in threading.enumerate()}
     status = main(["bench", "live", "--video", str(video), "--model", "tiny", "--layer", "conv2",
-                   "--seconds", "1", "--json"])
+                   "--seconds", "1", "--switch-interval", "1", "--json"])
     assert status == 0
     figures = json.loads(capsys.readouterr().out)
     assert {"live_fps", "bare_forward_fps", "ratio", "p50_ms", "p95_ms", "dropped"} <= set(figures)
@@ -32,6 +33,7 @@ def test_bench_live_prints_one_json_object_with_the_figures(qapp, tmp_path, monk
     assert set(figures["stage_ms"]) == {"preprocess", "forward", "tile", "display"}
     assert figures["live_cpu_s"] > 0 and figures["bare_cpu_s"] > 0 and figures["helper_threads"] == 1
     assert figures["layer"] == "conv2"
+    assert figures["switch_interval_ms"] == 1 and sys.getswitchinterval() == pytest.approx(0.005)  # restored
     assert not [t for t in threading.enumerate() if t.ident not in before and t.is_alive()]
 
 

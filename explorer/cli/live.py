@@ -48,6 +48,9 @@ def configure_bench_live(p: argparse.ArgumentParser) -> None:
                         "the faster sets the ceiling")
     p.add_argument("--helper-threads", type=positive_int, default=1,
                    help="torch intra-op threads of the prepare and tile stages (default 1)")
+    p.add_argument("--switch-interval", type=positive_float, default=None, metavar="MS",
+                   help="Python's thread switch interval for the run (sys.setswitchinterval; default 5 ms): "
+                        "how long the forward thread may wait for the GIL that another thread holds")
     p.add_argument("--serial", action="store_true",
                    help="run the stages one after the other on one thread (the pipeline before it was overlapped)")
     p.set_defaults(func=run_bench_live)
@@ -63,6 +66,9 @@ def run_bench_live(args: argparse.Namespace) -> int:
     if args.seconds <= 0 or args.rounds < 1:
         raise CommandError("--seconds must be positive and --rounds at least 1")
     app = QApplication.instance() or QApplication(["deep-explorer"])
+    switch_interval = sys.getswitchinterval()
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval / 1e3)
     loaded = model_from_args(args, weights=args.weights)
     panel = LivePanel()
     panel.setWindowTitle("deep-explorer bench live")
@@ -70,7 +76,9 @@ def run_bench_live(args: argparse.Namespace) -> int:
     panel.show()
     try:
         figures = _measure(app, panel, loaded, args)
+        figures["switch_interval_ms"] = round(sys.getswitchinterval() * 1e3, 3)
     finally:
+        sys.setswitchinterval(switch_interval)
         panel.shutdown()
         panel.close()
         panel.deleteLater()
@@ -237,6 +245,7 @@ def _report(d: dict) -> str:
             + f", prepare and tile {d['helper_threads']}; bare forward fps "
             + ", ".join(f"{fps:.2f} with {n}" for n, fps in d["bare_forward_fps_by_threads"].items())
             + f" (the ceiling takes {d['bare_threads']})"
+            + (f"; switch interval {d['switch_interval_ms']:g} ms" if "switch_interval_ms" in d else "")
             + (f"; load average {d['load_average'][0]:.2f}" if d.get("load_average") else ""))
     if d["source_fps"] < 1.2 * d["bare_forward_fps"]:
         text += ("\nnote: the video delivers frames barely faster than the model runs, so it sets the ceiling; "
