@@ -214,6 +214,7 @@ def _measure(app, panel, loaded, args: argparse.Namespace) -> dict:
         "bare_forward_fps_by_threads": {str(n): round(v, 2) for n, v in bare_fps_by_threads.items()},
         "forward_threads": panel.runner.forward_threads,
         "forward_thread_ms": {str(n): round(ms, 1) for n, ms in panel.runner.thread_ms.items()},
+        "forward_threads_on_trial": panel.runner.measuring_threads,  # the run ended while re-measuring
         "bare_threads": best,
         "helper_threads": panel.runner.helper_threads,
         "pipeline": "serial" if panel.runner.serial else "overlapped",
@@ -240,6 +241,7 @@ def _report(d: dict) -> str:
             f"({d['live_cpu_ms_per_frame']:.1f} ms CPU per frame shown), bare {d['bare_wall_s']:.1f} s / "
             f"{d['bare_cpu_s']:.1f} s ({d['bare_cpu_ms_per_forward']:.1f} ms CPU per forward)\n"
             f"{d['pipeline']} stages; threads: forward {d['forward_threads']}"
+            + (" (on trial: re-measuring)" if d["forward_threads_on_trial"] else "")
             + (" (chosen: median forward " + ", ".join(f"{ms:.1f} ms with {n}" for n, ms in d["forward_thread_ms"].items())
                + ")" if d["forward_thread_ms"] else "")
             + f", prepare and tile {d['helper_threads']}; bare forward fps "

@@ -549,6 +549,11 @@ class LiveRunner:
         self._probing = False
         self._use_threads(min(self.thread_choices, key=lambda n: self.thread_ms[n]))
 
+    @property
+    def measuring_threads(self) -> bool:
+        """True while the forward thread counts are being timed (``forward_threads`` is then on trial)."""
+        return self._probing
+
     def _use_threads(self, count: int) -> None:
         if count != self.forward_threads:
             torch.set_num_threads(count)  # on the forward thread: its own count (and the default, see stop)
