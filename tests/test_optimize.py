@@ -80,7 +80,7 @@ def test_truncation_computes_nothing_above_the_layer(shapes):
         model = truncated._fast[tuple(x.shape[1:])][0] if fast else shapes.module
         leaves = [n for n, m in model.named_modules() if n and not list(m.children())]
         ran = []
-        handles = [model.get_submodule(n).register_forward_hook(lambda mod, i, o, n=n: ran.append(n))
+        handles = [model.get_submodule(n).register_forward_hook(lambda mod, i, o, n=n, ran=ran: ran.append(n))
                    for n in leaves]
         try:
             out = truncated(x)
