@@ -260,7 +260,7 @@ def test_live_tile_click_selects_the_window_unit_and_the_side_panel_says_it_is_t
     still_title = window.input_dock.windowTitle()
     assert window.show_view("live")
     assert window.input_dock.windowTitle() == LIVE_INPUT_TITLE and not window.input_panel.isEnabled()
-    assert window.input_dock.isHidden()  # no still-image prediction beside the live frame
+    qtbot.waitUntil(window.input_dock.isHidden, timeout=2000)  # no still-image prediction beside the live frame
     saved = {}
     window.settings = type("Settings", (), {"setValue": lambda self, k, v: saved.setdefault(k, v),
                                             "sync": lambda self: None})()
@@ -281,7 +281,9 @@ def test_live_tile_click_selects_the_window_unit_and_the_side_panel_says_it_is_t
     assert window.input_dock.windowTitle() == still_title and window.input_panel.isEnabled()
     assert window.input_dock.isVisible()  # back on leaving the Live tab
     window.input_dock.hide()  # closed by the user: Live neither shows it nor brings it back
-    assert window.show_view("live") and window.input_dock.isHidden()
+    assert window.show_view("live")
+    qtbot.wait(50)
+    assert window.input_dock.isHidden()
     assert window.show_view("activations") and window.input_dock.isHidden()
     window.close()
     assert panel.runner is None and panel.source is None
@@ -324,4 +326,25 @@ def test_live_tab_fits_laptop_screens_and_the_grid_fills_its_pane(qtbot, video, 
     assert panel.shown_result.aspect == pytest.approx(box.width() / box.height(), rel=0.13)
     assert covered >= 0.7, (covered, panel.grid_layout, box)
     assert_grid_matches_frame_shown(panel)
+    window.close()
+
+
+def test_the_input_dock_follows_live_and_lstm_both_hiding_it(qtbot):
+    # The LSTM tab hides the docks too and restores them in its own handler of the same tab change.
+    from explorer.gui.main_window import MainWindow
+    from explorer.gui.tabs import add_lstm_view
+
+    from explorer.gui.panels.live import add_live_view
+
+    window = MainWindow(interactive=False)
+    qtbot.addWidget(window)
+    add_live_view(window)
+    add_lstm_view(window)
+    window.show()
+    dock = window.input_dock
+    for view, hidden in (("lstm", True), ("live", True), ("activations", False), ("live", True),
+                         ("lstm", True), ("live", True), ("activations", False)):
+        assert window.show_view(view)
+        qtbot.wait(30)
+        assert dock.isHidden() == hidden, view
     window.close()

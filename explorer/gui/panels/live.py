@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QObject, QRectF, Qt, Signal
+from PySide6.QtCore import QObject, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QFileDialog, QGraphicsRectItem, QLabel,
                                QPushButton, QSizePolicy, QToolButton, QVBoxLayout, QWidget)
@@ -529,16 +529,24 @@ def add_live_view(window) -> LivePanel:
         # The side panel shows the still image and its predictions, not the live frame (whose top class is
         # under the grid): on the Live tab it goes away, and comes back on leaving it. Opened again there
         # (View menu), it says that it is the still image, greyed out.
+        # Tabs that hide docks for themselves (LSTM) restore them in their own handlers of the same signal:
+        # the dock comes back at once on leaving Live (before theirs run) and goes away only once every
+        # handler has run (a zero timer), so that each restores what the one before it left.
         on_live = window.current_view() is panel
         dock = window.input_dock
         dock.setWindowTitle(LIVE_INPUT_TITLE if on_live else still_title)
         window.input_panel.setEnabled(not on_live)
-        if on_live and not dock.isHidden() and not dock.isFloating():
-            hidden_for_live["dock"] = True
-            dock.hide()
-        elif not on_live and hidden_for_live["dock"]:
+        if on_live:
+            QTimer.singleShot(0, hide_dock_on_live)
+        elif hidden_for_live["dock"]:
             hidden_for_live["dock"] = False
             dock.show()
+
+    def hide_dock_on_live() -> None:
+        dock = window.input_dock
+        if window.current_view() is panel and not dock.isHidden() and not dock.isFloating():
+            hidden_for_live["dock"] = True
+            dock.hide()
 
     window.tabs.currentChanged.connect(mark_still_input)
     mark_still_input()
