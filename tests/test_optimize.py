@@ -272,3 +272,20 @@ def test_inversion_error_is_normalised_by_the_norm_of_the_code(shapes):
     expected = float(((phi - phi0) ** 2).sum() / (phi0 ** 2).sum())
     assert 0 < expected and abs(inv.representation_error - expected) <= 1e-3 * expected, (inv, expected)
     assert np.array_equal(result.original, picture)
+
+
+def test_fast_truncation_keeps_the_layout_a_model_needs():
+    class Flat(torch.nn.Module):  # .view() refuses channels-last strides
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn, self.fc = torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Linear(4 * 6 * 6, 2)
+
+        def forward(self, x):
+            return self.fc(self.bn(self.conv(x)).view(x.shape[0], -1))
+
+    net = Flat().double().eval()
+    net.bn.running_mean.normal_()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    fast = Truncated(net, None, fast=True)
+    assert torch.allclose(fast(x), net(x), rtol=1e-10, atol=1e-12)
+    assert fast.folded == 1 and not fast.channels_last

@@ -80,26 +80,29 @@ class Truncated:
         probe = x[:1].detach()
         with torch.no_grad():
             want = self._run(self.model, self.module, probe, False)
-        candidates = []
         try:
             pairs = foldable_pairs(self.model, self.module, probe)
-            if pairs:
-                model = folded_model(self.model, pairs)
-                model._explorer_folded = pairs
-                candidates.append((model, model.get_submodule(self.layer) if self.layer else None))
-        except Exception:  # noqa: BLE001 - a model that cannot be copied or probed runs as it is
-            pass
-        candidates.append((self.model, self.module))
+        except Exception:  # noqa: BLE001 - a model that cannot be probed runs as it is
+            pairs = []
         tolerance = 1e-4 * float(want.abs().max()) + 1e-6
-        for model, module in candidates:
-            for channels_last in ((True, False) if x.dim() == 4 else (False,)):
-                try:
-                    with torch.no_grad():
-                        got = self._run(model, module, probe, channels_last)
-                except Exception:  # noqa: BLE001 - e.g. a .view() that channels-last strides refuse
-                    continue
-                if got.shape == want.shape and float((got - want).abs().max()) <= tolerance:
-                    return model, module, channels_last
+        # the folded copy with channels-last weights and inputs, then contiguous ones (a model may .view()
+        # a convolution's output), then the model itself the same two ways
+        for folded, channels_last in ((True, True), (True, False), (False, True), (False, False)):
+            if (folded and not pairs) or (channels_last and x.dim() != 4):
+                continue
+            try:
+                if folded:
+                    model = folded_model(self.model, pairs, channels_last)
+                    model._explorer_folded = pairs
+                    module = model.get_submodule(self.layer) if self.layer else None
+                else:
+                    model, module = self.model, self.module
+                with torch.no_grad():
+                    got = self._run(model, module, probe, channels_last)
+            except Exception:  # noqa: BLE001 - a copy that fails, or strides that a .view() refuses
+                continue
+            if got.shape == want.shape and float((got - want).abs().max()) <= tolerance:
+                return model, module, channels_last
         return plain
 
     def _run(self, model: nn.Module, module: nn.Module | None, x: torch.Tensor, channels_last: bool
@@ -244,16 +247,17 @@ def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tens
     return weight.to(conv.weight.dtype), bias.to(conv.weight.dtype)
 
 
-def folded_model(model: nn.Module, pairs: list[tuple[str, str]]) -> nn.Module:
+def folded_model(model: nn.Module, pairs: list[tuple[str, str]], channels_last: bool = False) -> nn.Module:
     """A copy of ``model`` with each (conv, batch norm) pair folded: the convolution's weights and bias
     absorb the normalisation, the batch norm becomes ``nn.Identity`` (so every module keeps its name).
-    The copy shares every other parameter and buffer with ``model`` (nothing else is duplicated)."""
+    The copy shares every other parameter and buffer with ``model`` (nothing else is duplicated);
+    ``channels_last`` stores the folded weights in that layout (for channels-last inputs)."""
     memo = {id(t): t for t in list(model.parameters()) + list(model.buffers())}
     copy_ = copy.deepcopy(model, memo)
     for conv_name, bn_name in pairs:
         conv, bn = copy_.get_submodule(conv_name), copy_.get_submodule(bn_name)
         weight, bias = _fold(conv, bn)
-        if weight.dim() == 4:  # the layout mkldnn wants for channels-last inputs (no reorder per call)
+        if channels_last and weight.dim() == 4:  # mkldnn's layout for channels-last inputs: no reorders
             weight = weight.contiguous(memory_format=torch.channels_last)
         conv.weight = nn.Parameter(weight, requires_grad=False)
         conv.bias = nn.Parameter(bias, requires_grad=False)
