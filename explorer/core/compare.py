@@ -7,7 +7,8 @@ layers found in both under the same name, with the same parameter and output sha
   and bias as one vector, Frobenius norm); 0 for a frozen layer.
 - Linear CKA (Kornblith et al. 2019) with the minibatch estimator of Nguyen, Raghu & Kornblith 2021 ("Do
   wide and deep networks learn the same things?", eq. 3): for each minibatch of n images, with X and Y the
-  two layers' activations flattened per image (float64), K = X X^T and L = Y Y^T, accumulate the unbiased
+  two layers' activations flattened per image and centred over the minibatch (which leaves HSIC_1
+  unchanged, see :func:`gram`), K = X X^T and L = Y Y^T (float64 from there on), accumulate the unbiased
   HSIC_1 of Song et al. 2012::
 
       HSIC_1(K, L) = [tr(K~ L~) + 1'K~1 1'L~1 / ((n-1)(n-2)) - 2/(n-2) 1'K~L~1] / (n(n-3))
@@ -45,9 +46,20 @@ MIN_BATCH = 4  # the unbiased HSIC needs n > 3
 # --- the estimator -------------------------------------------------------------------------------------
 
 def gram(features: torch.Tensor) -> torch.Tensor:
-    """The linear Gram matrix (n, n), float64, of ``features`` (n, ...) flattened per row."""
-    x = features.detach().flatten(1).to(torch.float64)
-    return x @ x.T
+    """The linear Gram matrix (n, n), returned in float64, of ``features`` (n, ...) flattened per row,
+    centred over the minibatch first.
+
+    HSIC_1 with a linear kernel is unchanged when every row is shifted by the same vector (its
+    4-tuple form uses only differences of rows), so the Gram of the centred features gives the same
+    CKA. Centring removes the large common part that would cancel in the estimator, which lets the
+    product of float32 features run in float32 (about 4x faster than float64 on a CPU) and only the
+    (n, n) result and everything after it be float64; float64 features stay float64 throughout.
+    """
+    x = features.detach().flatten(1)
+    if x.dtype != torch.float64:
+        x = x.float()
+    x = x - x.mean(0, keepdim=True)
+    return (x @ x.T).to(torch.float64)
 
 
 def hsic1(grams_k: torch.Tensor, grams_l: torch.Tensor) -> torch.Tensor:
