@@ -50,11 +50,13 @@ def test_compare_tab_shows_the_heatmap_bars_and_both_top5(qtbot, compare_window)
     window, folder, b_path = compare_window
     panel = window.compare_panel
     assert window.current_view() is panel
+    assert panel.empty_hint.isVisible()  # before the first run: a hint, not bare axes
     panel.open_b(b_path)
     qtbot.waitUntil(lambda: panel.b is not None and not window.busy, timeout=60_000)
     panel.run()  # the window's folder
     qtbot.waitUntil(lambda: panel.result is not None and not window.busy, timeout=120_000)
     assert panel.folder == folder
+    assert not panel.empty_hint.isVisible()
     # the independent computation: the core on the same two models and folder
     expected = drive(compare_steps(window.loaded, panel.b, folder, batch_size=32))
     np.testing.assert_allclose(panel.heatmap.image, expected.cka.astype(np.float32), atol=1e-6)

@@ -103,6 +103,14 @@ class ComparePanel(QWidget):
                                         interactive=False, width=14)
         self.colorbar.setImageItem(self.heatmap)
         self.heatmap_view.addItem(self.colorbar, row=0, col=1)
+        # until the first run: a hint in the empty plot instead of bare, meaningless axes
+        self.empty_hint = pg.TextItem("Open B…, choose a folder of images, then Run", color="#bbbbbb",
+                                      anchor=(0.5, 0.5))
+        self.heatmap_plot.addItem(self.empty_hint)
+        self.empty_hint.setPos(0.5, 0.5)
+        self.heatmap_plot.setRange(QRectF(0, 0, 1, 1), padding=0)
+        for side in ("left", "bottom"):
+            self.heatmap_plot.getAxis(side).setTicks([[]])
 
         # per-layer bars: weight change and CKA side by side
         self.bars_view = pg.PlotWidget()
@@ -246,6 +254,7 @@ class ComparePanel(QWidget):
         self.result = result
         p, q = result.cka.shape
         shown = np.ascontiguousarray(np.nan_to_num(result.cka, nan=0.0).astype(np.float32))
+        self.empty_hint.setVisible(False)
         self.heatmap.setImage(shown, autoLevels=False, levels=(0.0, 1.0))
         self.heatmap.setRect(QRectF(0, 0, q, p))
         self.heatmap_plot.getAxis("left").setTicks([[(i + 0.5, short_name(n)) for i, n in enumerate(result.layers_a)]])
