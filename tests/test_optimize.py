@@ -142,17 +142,31 @@ def test_deepdream_raises_the_activation_norm_at_every_octave(shapes):
 
 def test_inversion_first_block_reconstructs_and_detail_is_lost_with_depth(shapes):
     x, _ = load_input(SAMPLE_IMAGES / "0004_star.png", shapes.spec)
-    layers = ("features.conv1", "features.relu2", "features.relu4")
+    layers = ("features.conv1", "features.relu1", "features.relu2", "features.relu3", "features.relu4")
     result = drive(invert_steps(shapes.module, shapes.spec, x, InvertSettings(layers=layers, steps=120)))
     first = result.inversions[0]
     assert first.pixel_correlation >= 0.9, first.pixel_correlation
     corr = [i.pixel_correlation for i in result.inversions]
     assert corr == sorted(corr, reverse=True), corr
-    errors = [i.representation_error for i in result.inversions]
-    # the normalised error grows from the first block to the second; deeper, on this small model, it
+    # the distance from the image grows with depth, to about that of a flat grey once nothing of it is left
+    image = [i.image_error for i in result.inversions]
+    assert image == sorted(image) and len(set(image)) == len(image), image
+    assert image[0] < 0.05 and image[-1] > 0.5, image
+    # the error in the code grows from the first block to the second; deeper, on this small model, it
     # falls again (its deep codes are matched by images that no longer resemble the input)
-    assert errors[0] < errors[1], errors
-    assert result.strip.shape == (128, 4 * 128 + 3 * 4, 3)
+    errors = [i.representation_error for i in result.inversions]
+    assert errors[0] < errors[2], errors
+    assert result.strip.shape == (128, 6 * 128 + 5 * 4, 3)
+
+
+def test_image_error_is_the_normalised_distance_from_the_input(shapes):
+    x, _ = load_input(SAMPLE_IMAGES / "0002_triangle.png", shapes.spec)
+    result = drive(invert_steps(shapes.module, shapes.spec, x, InvertSettings(layers=("features.relu2",), steps=5)))
+    inv = result.inversions[0]
+    got = inv.picture.astype(np.float64) / 255
+    want = result.original.astype(np.float64) / 255
+    expected = ((got - want) ** 2).sum() / ((want - want.mean()) ** 2).sum()
+    assert expected > 0 and abs(inv.image_error - expected) <= 1e-3 * expected, (inv.image_error, expected)
 
 
 def test_runs_cancel_cleanly_and_emit_progress(shapes):

@@ -222,8 +222,7 @@ def run_invert(args: argparse.Namespace) -> int:
     settings = replace(settings, **given)
     result = drive(invert_steps(loaded.module, loaded.spec, x, settings, loaded.device), _progress("invert"))
     picture = result.inversions[0].picture if len(result.inversions) == 1 else result.strip
-    rows = [{"layer": i.layer, "objective": i.objective, "representation_error": i.representation_error,
-             "pixel_correlation": i.pixel_correlation} for i in result.inversions]
+    rows = [i.summary() for i in result.inversions]
     record = {"command": "invert", "model": describe_model(loaded), "input": str(args.input),
               "settings": settings.to_dict(), "layers": rows, "objective": rows[-1]["objective"],
               "representation_error": rows[-1]["representation_error"], "seconds": result.seconds,
@@ -232,7 +231,7 @@ def run_invert(args: argparse.Namespace) -> int:
     record["settings_file"] = str(sidecar)
     lines = [f"{png}: inversion in {result.seconds:.1f} s"] + [
         f"  {r['layer']}: representation error {r['representation_error']:.4g}, "
-        f"pixel correlation {r['pixel_correlation']:.3f}" for r in rows]
+        f"image error {r['image_error']:.3f}, pixel correlation {r['pixel_correlation']:.3f}" for r in rows]
     emit(args, record, "\n".join(lines))
     return 0
 

@@ -51,7 +51,13 @@ class Inversion:
     objective: float  # minus the loss at the last step (the loop maximises)
     representation_error: float  # ||Phi(x*) - Phi0||^2 / ||Phi0||^2, for the saved 8-bit picture
     pixel_correlation: float  # Pearson correlation of x*'s pixels with the input's
+    image_error: float  # ||x* - x0||^2 / ||x0 - mean(x0)||^2 in 0..1 pixels: 0 the image, 1 a flat grey at its mean
     history: list[float]
+
+    def summary(self) -> dict:
+        """The figures of this reconstruction, for JSON and the settings file."""
+        return {"layer": self.layer, "objective": self.objective, "representation_error": self.representation_error,
+                "image_error": self.image_error, "pixel_correlation": self.pixel_correlation}
 
 
 @dataclass
@@ -146,5 +152,6 @@ def invert_steps(model: nn.Module, spec, x: torch.Tensor, settings: InvertSettin
             error = float(((phi - code) ** 2).sum() / problem.code_norm)
             a, b = got.flatten() - got.mean(), original_pixels.flatten() - original_pixels.mean()
             corr = float((a * b).sum() / ((a.norm() * b.norm()) + 1e-12))
-        inversions.append(Inversion(layer, picture, loop.objective, error, corr, loop.history))
+            image_error = float(((got - original_pixels) ** 2).sum() / ((b * b).sum() + 1e-12))
+        inversions.append(Inversion(layer, picture, loop.objective, error, corr, image_error, loop.history))
     return InvertResult(inversions, original, s, time.perf_counter() - start)

@@ -282,9 +282,12 @@ class OptimizePanel(QWidget):
         self.result = result
         if hasattr(result, "inversions"):
             self.shown = result.strip
-            self.record["layers"] = [{"layer": i.layer, "representation_error": i.representation_error,
-                                      "pixel_correlation": i.pixel_correlation} for i in result.inversions]
-            text = ", ".join(f"{i.layer}: error {i.representation_error:.3g}" for i in result.inversions)
+            self.record["layers"] = [i.summary() for i in result.inversions]
+            text = ", ".join(f"{i.layer}: code error {i.representation_error:.3g}, image error {i.image_error:.2f}"
+                             for i in result.inversions)
+            self.status.setToolTip("code error: ||Phi(x*) - Phi0||^2 / ||Phi0||^2, how well the reconstruction "
+                                   "reproduces the layer's code\nimage error: ||x* - x0||^2 / ||x0 - mean||^2, how far "
+                                   "it is from the image (1 = no closer than a flat grey)")
         elif hasattr(result, "octaves"):
             self.shown = result.picture
             self.record["octaves"] = result.octaves
