@@ -75,6 +75,8 @@ def test_dream_and_inversion_of_the_input(qtbot, panel):
     qtbot.waitUntil(lambda: not panel.busy, timeout=10000)
     assert panel.shown.shape == (128, 3 * 128 + 2 * 4, 3)  # the input and two reconstructions
     assert [r["layer"] for r in panel.record["layers"]] == ["features.conv1", "features.relu2"]
+    assert all(r["image_error"] >= 0 for r in panel.record["layers"]) and "image error" in panel.status.text()
+    assert panel.pane.title_label.text.split("   |   ") == ["input", "features.conv1", "features.relu2"]
 
 
 def test_a_bad_setting_is_one_line_and_runs_nothing(panel):

@@ -283,6 +283,7 @@ class OptimizePanel(QWidget):
         if hasattr(result, "inversions"):
             self.shown = result.strip
             self.record["layers"] = [i.summary() for i in result.inversions]
+            title = "   |   ".join(["input"] + [i.layer for i in result.inversions])
             text = ", ".join(f"{i.layer}: code error {i.representation_error:.3g}, image error {i.image_error:.2f}"
                              for i in result.inversions)
             self.status.setToolTip("code error: ||Phi(x*) - Phi0||^2 / ||Phi0||^2, how well the reconstruction "
@@ -292,13 +293,16 @@ class OptimizePanel(QWidget):
             self.shown = result.picture
             self.record["octaves"] = result.octaves
             text = f"DeepDream, objective {result.objective:.4g}"
+            title = "image"
         else:
             self.shown = side_by_side(result.pictures)
             self.record.update(objective=result.objective, values=result.values, probabilities=result.probabilities)
             prob = f", p = {result.probabilities[0]:.3f}" if result.probabilities else ""
             text = f"objective {result.objective:.4g}, value {result.values[0]:.4g}{prob}"
+            title = "image"
         self.record["seconds"] = result.seconds
         self.pane.set_image(self.shown)
+        self.pane.set_title(title)
         self.status.setText(f"done in {result.seconds:.1f} s: {text}")
         self.finished.emit(result)
 

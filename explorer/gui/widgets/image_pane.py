@@ -29,8 +29,7 @@ class ImagePane(pg.GraphicsLayoutWidget):
         super().__init__(parent)
         self.setBackground("#202124")
         self.ci.setContentsMargins(2, 2, 2, 2)
-        if title:
-            self.addLabel(title, row=0, col=0, color="#dddddd", size="9pt")
+        self.title_label = self.addLabel(title, row=0, col=0, color="#dddddd", size="9pt") if title else None
         self.view: pg.ViewBox = self.addViewBox(row=1, col=0, lockAspect=True, invertY=True,
                                                 enableMenu=False)
         self.image_item = pg.ImageItem(axisOrder="row-major")
@@ -49,6 +48,11 @@ class ImagePane(pg.GraphicsLayoutWidget):
         self.colorbar_levels: tuple[float, float] | None = None
         self._shape: tuple[int, int] | None = None
         self.array: np.ndarray | None = None  # what is shown now (kept for tests and export)
+
+    def set_title(self, text: str) -> None:
+        """Change the title line (for a pane made with a title)."""
+        if self.title_label is not None:
+            self.title_label.setText(text, color="#dddddd", size="9pt")
 
     def set_image(self, image: np.ndarray, levels=(0.0, 1.0), lut: np.ndarray | None = None,
                   auto_range: bool = True) -> None:
