@@ -80,11 +80,11 @@ def _split_verbose(argv: list[str]) -> tuple[list[str], bool]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # OpenMP threads that spin while they wait take the CPU from the GUI thread, Qt's decoders and one
-    # another when the cores are busy; a forward then runs many times slower (measured: 100 ms → 1.9 s
-    # for resnet18 on a loaded 2-core machine). Waiting threads sleep instead, unless the user chose
-    # otherwise. It must be set before torch is first imported.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # OpenMP's wait policy is left to the runtime (libgomp spins about 3 ms, then sleeps) unless the user
+    # sets OMP_WAIT_POLICY / GOMP_SPINCOUNT. Measured on 2 cores, resnet18 at 224 on 2 threads: PASSIVE
+    # made a forward 35.5 ms against 27.4 ms (its threads sleep and are woken between the ~60 parallel
+    # regions of a pass), and the live view's rate fell with it. (A line here once set PASSIVE after the
+    # subcommands had imported torch, where it had no effect.)
     argv, verbose = _split_verbose(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from explorer.core.errors import InputError
+from explorer.core.fold import FoldedForward
 from explorer.core.models.spec import LoadedModel
 from explorer.core.preprocess import FIT_MODES
 from explorer.core.probe import default_layer as probe_default_layer
@@ -154,10 +155,14 @@ class LivePipeline:
     layer : name of the module whose output is shown (``named_modules`` name, e.g. ``layer1``).
     half : run the forward in float16 (CUDA only; ignored elsewhere).
     channels_last : use the channels-last memory format (CUDA only; ignored elsewhere).
+    fold : on the CPU, run a copy with the batch norms folded into their convolutions, channels-last
+        where that gives the same output (:class:`explorer.core.fold.FoldedForward`; resnet18 at 224 on
+        2 threads: about 10 % faster). What is shown does not change: the shown layer's own output is
+        never a folded one. The copy is made on the first forward pass.
     """
 
     def __init__(self, loaded: LoadedModel, layer: str | None = None, unit: int | None = None,
-                 fit: str = "crop", half: bool = False, channels_last: bool = False) -> None:
+                 fit: str = "crop", half: bool = False, channels_last: bool = False, fold: bool = True) -> None:
         self.loaded = loaded
         self.device = loaded.device
         cuda = self.device.type == "cuda"
@@ -172,6 +177,10 @@ class LivePipeline:
                 module = module.to(memory_format=torch.channels_last)
         self.module: nn.Module = module
         self.modules = dict(module.named_modules())
+        self.fold = fold
+        self._folded: FoldedForward | None = None
+        self._fold_lock = threading.Lock()
+        self._named: dict[int, dict[str, nn.Module]] = {id(module): self.modules}
         self.fit = fit
         spec = loaded.spec
         self._mean = torch.tensor(spec.mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
@@ -230,8 +239,34 @@ class LivePipeline:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, fitted
 
+    def module_for(self, layer: str) -> tuple[nn.Module, bool]:
+        """(the module the forward pass runs while ``layer`` is shown, whether it takes channels-last
+        input): the folded copy on the CPU (see ``fold``), else the model itself."""
+        if not self.fold or self.device.type != "cpu" or self.half:
+            return self.module, self.channels_last
+        with self._fold_lock:
+            if self._folded is None or self._folded.model is not self.module:
+                spec = self.loaded.spec
+                with torch.inference_mode(False):  # the probe's autograd graph finds the pairs
+                    probe = torch.zeros((1, spec.channels, *spec.size), device=self.device)
+                    self._folded = FoldedForward(self.module, probe)
+            module, channels_last = self._folded.for_layer(layer)
+            if id(module) not in self._named:
+                self._named[id(module)] = dict(module.named_modules())
+        return module, channels_last
+
+    def bare(self, x: torch.Tensor) -> Any:
+        """The module alone on a preprocessed input (no hook): what :func:`bare_forward` times."""
+        module, channels_last = self.module_for(self.layer)
+        if channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return module(x)
+
     def forward(self, x: torch.Tensor, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the model with one hook on ``layer``; returns (its output[0], the model's output)."""
+        module, channels_last = self.module_for(layer)
+        if channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         captured: list[torch.Tensor] = []
         me = threading.get_ident()
 
@@ -241,10 +276,10 @@ class LivePipeline:
                 out = output[0] if isinstance(output, (tuple, list)) else output
                 captured.append(out.detach())
 
-        handle = self.modules[layer].register_forward_hook(hook)
+        handle = self._named[id(module)][layer].register_forward_hook(hook)
         try:
             with torch.inference_mode():
-                out = self.module(x)
+                out = module(x)
         finally:
             handle.remove()
         if not captured:
@@ -264,6 +299,9 @@ class LivePipeline:
             self._std = self._std.to(self.device)
             self._scale, self._shift = self._scale.to(self.device), self._shift.to(self.device)
             self._pinned_in = self._pinned_copied = None
+            with self._fold_lock:
+                self._folded = None  # its folded weights stayed on the old device
+                self._named = {id(self.module): self.modules}
 
     # ---- the three stages (LiveRunner runs each on its own thread; process() runs them in series) ----
     def prepare(self, frame: LiveFrame) -> "Prepared":
@@ -692,12 +730,12 @@ def bare_forward(pipeline, images: list[np.ndarray], budget_s: float, min_count:
     cuda = pipeline.device.type == "cuda"
     count, elapsed = 0, 0.0
     with torch.inference_mode():
-        pipeline.module(inputs[0])  # warm-up
+        pipeline.bare(inputs[0])  # warm-up (and the folded copy made)
         if cuda:
             torch.cuda.synchronize(pipeline.device)
         start = time.perf_counter()
         while count < max(5, min_count) or elapsed < budget_s:
-            pipeline.module(inputs[count % len(inputs)])
+            pipeline.bare(inputs[count % len(inputs)])
             if cuda:
                 torch.cuda.synchronize(pipeline.device)
             count += 1

@@ -10,7 +10,6 @@ the number of calls is counted once per input shape with a plain forward pass.
 """
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 
 from explorer.core.attribution.target import Target, TargetError, find_layer
+from explorer.core.fold import foldable_pairs, folded_model
 from explorer.core.probe import first_tensor
 
 
@@ -162,106 +162,3 @@ def frozen_parameters(model: nn.Module) -> Iterator[None]:
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
-
-
-# --- the fast path: batch norms folded into their convolutions, channels-last -----------------------------
-
-def _consumers(root: torch.Tensor) -> dict:
-    """For every autograd node reachable from ``root``'s, how many edges of the graph lead into it."""
-    counts: dict = {}
-    seen, stack = set(), [root.grad_fn] if root.grad_fn is not None else []
-    while stack:
-        node = stack.pop()
-        if node in seen:
-            continue
-        seen.add(node)
-        for nxt, _ in node.next_functions:
-            if nxt is not None:
-                counts[nxt] = counts.get(nxt, 0) + 1
-                stack.append(nxt)
-    return counts
-
-
-def foldable_pairs(model: nn.Module, layer: nn.Module | None, x: torch.Tensor) -> list[tuple[str, str]]:
-    """(conv, batch norm) module names whose pair can be folded into one convolution for this input:
-    an eval-mode BatchNorm2d with running statistics whose input is exactly the output of a Conv2d,
-    each called once per pass, and that output used by nothing else on the way to ``layer``'s output
-    (found from the autograd graph of one probe pass), nor being that output itself. Modules with hooks
-    or parametrisations are left alone."""
-    from torch.nn.utils import parametrize  # noqa: PLC0415
-
-    names = {m: n for n, m in model.named_modules()}
-    calls: dict[nn.Module, list] = {}
-    handles = []
-
-    def plain(m: nn.Module) -> bool:
-        return not (m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
-                    or getattr(m, "_backward_pre_hooks", None) or parametrize.is_parametrized(m))
-
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d) and plain(m):
-            handles.append(m.register_forward_hook(
-                lambda mod, i, o: calls.setdefault(mod, []).append(o.grad_fn if isinstance(o, torch.Tensor)
-                                                                     else None)))
-        elif (isinstance(m, nn.BatchNorm2d) and not m.training and m.running_mean is not None
-              and m.running_var is not None and plain(m)):
-            handles.append(m.register_forward_hook(
-                lambda mod, i, o: calls.setdefault(mod, []).append(
-                    (i[0].grad_fn if isinstance(i[0], torch.Tensor) else None,
-                     o.grad_fn if isinstance(o, torch.Tensor) else None))))
-    out: list[torch.Tensor] = []
-    if layer is not None:
-        handles.append(layer.register_forward_hook(lambda mod, i, o: out.append(first_tensor(o))))
-    try:
-        with torch.enable_grad():
-            full = model(x[:1].detach().clone().requires_grad_(True))
-    finally:
-        for h in handles:
-            h.remove()
-    root = out[-1] if out else (full if isinstance(full, torch.Tensor) else first_tensor(full))
-    counts = _consumers(root)
-    convs = {c[0]: m for m, c in calls.items() if isinstance(m, nn.Conv2d) and len(c) == 1 and c[0] is not None}
-    pairs = []
-    for m, c in calls.items():
-        if not isinstance(m, nn.BatchNorm2d) or len(c) != 1:
-            continue
-        bn_in, bn_out = c[0]
-        conv = convs.get(bn_in)
-        if (conv is None or bn_out is None or conv.out_channels != m.num_features or bn_in is root.grad_fn
-                or counts.get(bn_in, 0) != 1 or bn_out not in counts and bn_out is not root.grad_fn):
-            continue
-        pairs.append((names[conv], names[m]))
-    return pairs
-
-
-def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    with torch.no_grad():
-        scale = torch.rsqrt(bn.running_var.double() + bn.eps)
-        if bn.weight is not None:
-            scale = scale * bn.weight.double()
-        bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(scale)
-        bias = (bias - bn.running_mean.double()) * scale
-        if bn.bias is not None:
-            bias = bias + bn.bias.double()
-        weight = conv.weight.double() * scale.view(-1, *([1] * (conv.weight.dim() - 1)))
-    return weight.to(conv.weight.dtype), bias.to(conv.weight.dtype)
-
-
-def folded_model(model: nn.Module, pairs: list[tuple[str, str]], channels_last: bool = False) -> nn.Module:
-    """A copy of ``model`` with each (conv, batch norm) pair folded: the convolution's weights and bias
-    absorb the normalisation, the batch norm becomes ``nn.Identity`` (so every module keeps its name).
-    The copy shares every other parameter and buffer with ``model`` (nothing else is duplicated);
-    ``channels_last`` stores the folded weights in that layout (for channels-last inputs)."""
-    memo = {id(t): t for t in list(model.parameters()) + list(model.buffers())}
-    copy_ = copy.deepcopy(model, memo)
-    for conv_name, bn_name in pairs:
-        conv, bn = copy_.get_submodule(conv_name), copy_.get_submodule(bn_name)
-        weight, bias = _fold(conv, bn)
-        if channels_last and weight.dim() == 4:  # mkldnn's layout for channels-last inputs: no reorders
-            weight = weight.contiguous(memory_format=torch.channels_last)
-        conv.weight = nn.Parameter(weight, requires_grad=False)
-        conv.bias = nn.Parameter(bias, requires_grad=False)
-        parent_name, _, child = bn_name.rpartition(".")
-        parent = copy_.get_submodule(parent_name) if parent_name else copy_
-        parent._modules[child] = nn.Identity()
-    return copy_
