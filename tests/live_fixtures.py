@@ -77,7 +77,11 @@ def layer_output(loaded: LoadedModel, x: torch.Tensor, layer: str) -> np.ndarray
     on a copy of the module: the live worker may be running the original on another thread."""
     module = copy.deepcopy(loaded.module)
     out = {}
-    dict(module.named_modules())[layer].register_forward_hook(lambda m, i, o: out.setdefault("a", o.detach()))
+    def keep(_m, _i, o) -> None:  # returns None: a hook's return value would replace the layer's output
+        # a copy: an in-place op after the layer (ResNet's bn1 → ReLU(inplace=True)) must not change it
+        out.setdefault("a", o.detach().clone())
+
+    dict(module.named_modules())[layer].register_forward_hook(keep)
     with torch.no_grad():
         module(x)
     return out["a"][0].numpy()

@@ -144,3 +144,16 @@ def test_a_model_that_cannot_be_probed_runs_as_it_is():
     odd = Odd().eval()
     ff = FoldedForward(odd, torch.randn(1, 3, 8, 8))
     assert ff.pairs == [] and ff.for_layer("bn") == (odd, False)
+
+
+def test_a_layer_followed_by_an_in_place_relu_shows_its_own_output_not_the_relus():
+    torch.manual_seed(0)
+    model = loaded(randomise_batch_norms(BNNet()))  # bn1 → ReLU(inplace=True)
+    for fold in (True, False):
+        pipe = LivePipeline(model, layer="bn1", fold=fold)
+        x, _ = pipe.preprocess(frame(4).image)
+        act, _ = pipe.forward(x, "bn1")
+        with torch.no_grad():
+            want = model.module.bn1(model.module.conv1(x))[0]
+        assert float(act.min()) < 0  # the ReLU ran in place on this very tensor after the hook
+        assert float((act - want).abs().max()) <= 1e-4 * float(want.abs().max())

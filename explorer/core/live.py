@@ -274,7 +274,7 @@ class LivePipeline:
             # Other panels may run the same module on the GUI thread meanwhile: keep only our call.
             if threading.get_ident() == me and not captured:
                 out = output[0] if isinstance(output, (tuple, list)) else output
-                captured.append(out.detach())
+                captured.append(out.detach().clone())  # an in-place op after the layer must not change it
 
         handle = self._named[id(module)][layer].register_forward_hook(hook)
         try:
