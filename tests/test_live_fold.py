@@ -71,19 +71,24 @@ def batch_norms(module: nn.Module) -> int:
 
 
 @pytest.mark.parametrize("view", [False, True])
-def test_every_layer_shows_the_same_activation_and_output_as_the_model(view):
+@pytest.mark.parametrize("fold, trace", [(True, False), (False, True), (True, True)])
+def test_every_layer_shows_the_same_activation_and_output_as_the_model(view, fold, trace):
     torch.manual_seed(0)
     model = loaded(randomise_batch_norms(BNNet(view)))
-    folded, plain = LivePipeline(model), LivePipeline(model, fold=False)
+    fast, plain = LivePipeline(model, fold=fold, trace=trace), LivePipeline(model, fold=False, trace=False)
     x, _ = plain.preprocess(frame(1).image)
     names = [n for n, _ in model.module.named_modules() if n]
     for name in names:
-        act, out = folded.forward(x, name)
+        act, out = fast.forward(x, name)
+        assert (fast.traced_for(name) is not None) is trace, name  # the traced graph ran where asked for
         want_act, want_out = plain.forward(x, name)
         scale = float(want_act.abs().max()) + 1e-6
         assert act.shape == want_act.shape, name
         assert float((act - want_act).abs().max()) <= 1e-4 * scale, name
         assert float((out - want_out).abs().max()) <= 1e-4 * (float(want_out.abs().max()) + 1e-6), name
+    if not fold:
+        return
+    folded = fast
     # which copy ran: every pair folded, except the one whose convolution's raw output is shown
     assert batch_norms(folded.module_for("relu2")[0]) == 0
     assert batch_norms(folded.module_for("conv1")[0]) == 1
@@ -99,9 +104,10 @@ def test_the_grid_of_resnet18_layers_equals_the_naive_tiling_of_the_models_own_a
     model = loaded(randomise_batch_norms(torchvision.models.resnet18(num_classes=10)), size=(64, 64), classes=10)
     f = frame(2, shape=(72, 96))
     x = image_to_tensor(f.image, model.spec)
-    for layer in ("conv1", "bn1", "layer1", "layer2.0.downsample.0", "layer3.1.bn2"):
+    for layer in ("conv1", "bn1", "layer1", "layer2.0.downsample.0", "layer3.1.bn2", "layer1.0.relu"):
         pipe = LivePipeline(model, layer=layer, unit=1)
         result = pipe.process(f)
+        assert pipe.traced_for(layer) is not None, layer
         expected = naive_layer_grid(layer_output(model, x, layer))
         assert result.grid.shape == expected.shape, layer
         # one level: the oracle resizes with Pillow, the pipeline with torch's uint8 kernel
@@ -112,7 +118,7 @@ def test_the_grid_of_resnet18_layers_equals_the_naive_tiling_of_the_models_own_a
 
 def test_the_copy_is_folded_when_first_asked_for_inside_inference_mode():
     model = loaded(randomise_batch_norms(BNNet()))
-    pipe = LivePipeline(model, layer="relu2")
+    pipe = LivePipeline(model, layer="relu2", trace=False)
     x, _ = pipe.preprocess(frame(3).image)
     with torch.inference_mode():
         out = pipe.bare(x)  # what bare_forward does first
@@ -157,3 +163,33 @@ def test_a_layer_followed_by_an_in_place_relu_shows_its_own_output_not_the_relus
             want = model.module.bn1(model.module.conv1(x))[0]
         assert float(act.min()) < 0  # the ReLU ran in place on this very tensor after the hook
         assert float((act - want).abs().max()) <= 1e-4 * float(want.abs().max())
+
+
+def test_a_model_that_torch_fx_cannot_trace_runs_as_it_is():
+    class Branchy(BNNet):
+        def forward(self, x):
+            x = self.relu1(self.bn1(self.conv1(x)))
+            if float(x.detach().mean()) > 1e9:  # data-dependent control flow: torch.fx refuses it
+                x = x * 0
+            return self.fc(self.pool(self.relu2(self.bn2(self.block(x)))).flatten(1))
+
+    torch.manual_seed(0)
+    model = loaded(randomise_batch_norms(Branchy()))
+    pipe, plain = LivePipeline(model), LivePipeline(model, fold=False, trace=False)
+    x, _ = pipe.preprocess(frame(5).image)
+    act, out = pipe.forward(x, "bn2")
+    want_act, want_out = plain.forward(x, "bn2")
+    assert pipe.traced_for("bn2") is None
+    assert float((act - want_act).abs().max()) <= 1e-4 * float(want_act.abs().max())
+    assert float((out - want_out).abs().max()) <= 1e-4 * float(want_out.abs().max())
+
+
+def test_a_model_over_the_size_limit_is_not_traced(monkeypatch):
+    import explorer.core.traced as traced
+
+    model = loaded(randomise_batch_norms(BNNet()))
+    size = sum(p.numel() * 4 for p in model.module.parameters())
+    monkeypatch.setattr(traced, "MAX_TRACED_BYTES", size // 100)
+    assert LivePipeline(model).traced_for("relu2") is None
+    monkeypatch.setattr(traced, "MAX_TRACED_BYTES", 10 * size)
+    assert LivePipeline(model).traced_for("relu2") is not None

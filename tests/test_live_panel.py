@@ -348,3 +348,13 @@ def test_the_input_dock_follows_live_and_lstm_both_hiding_it(qtbot):
         qtbot.wait(30)
         assert dock.isHidden() == hidden, view
     window.close()
+
+
+def test_the_panel_is_busy_until_the_first_grid_is_shown(qtbot, panel, video):
+    assert not panel.busy  # no source
+    assert panel.open_video(video)
+    assert panel.busy  # playing, nothing shown yet: the screenshot mode waits
+    wait_frames(qtbot, panel, 1)
+    assert not panel.busy
+    panel.stop_source()
+    assert not panel.busy

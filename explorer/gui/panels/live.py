@@ -80,6 +80,7 @@ class LivePanel(QWidget):
         self.frozen = False
         self.live_stats = LiveStats()
         self.shown_result: LiveResult | None = None  # the frame and grid on screen now
+        self._shown_since_source = 0  # results shown since the source started (see busy)
         self._step_pending = False
         self._hidden = False  # in a tab that is not shown: the source runs, the model rests
         self._results = FrameSlot()
@@ -294,6 +295,13 @@ class LivePanel(QWidget):
             self._rerun_frozen()  # a frozen frame is laid out again; a running one is on the next frame
 
     # ---- sources ------------------------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        """A source plays into a model, and nothing has been shown yet: the window's screenshot mode and
+        tests wait for the first grid (the first pass of a layer also traces its graph, about 0.3 s)."""
+        return (self.source is not None and self.source.running and self.runner is not None
+                and not self.frozen and not self._hidden and self._shown_since_source == 0)
+
     def set_source(self, source: FrameSource) -> bool:
         """Stop the current source and start ``source``; False (and a message) when it cannot start."""
         self.stop_source()
@@ -311,6 +319,7 @@ class LivePanel(QWidget):
             self._on_source_error(str(exc))
             return False
         self.source = source
+        self._shown_since_source = 0
         self.live_stats = LiveStats()
         self._results_dropped = 0
         self._dropped_base = self.runner.dropped if self.runner is not None else 0
@@ -454,6 +463,7 @@ class LivePanel(QWidget):
             return
         now = time.perf_counter()
         self.shown_result = result
+        self._shown_since_source += 1
         result.timings["display"] = now - self._result_received_at  # the result's own dict: kept with it
         self.live_stats.record(result.timings, result.frame.arrived, now)
         self.live_stats.dropped = (self.runner.dropped - self._dropped_base if self.runner else 0) \

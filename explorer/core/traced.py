@@ -1,0 +1,101 @@
+"""The live forward pass as one TorchScript graph that returns the shown layer's output with the model's.
+
+Why: on the CPU an eager forward pass of a small network is ~60 Python-level module calls, each of which
+must take the GIL back from the other threads of the live view (decoding, tiling, painting) before it can
+start the next operation, and is run op by op. A graph traced once for the shown layer, frozen and
+optimised for inference (:func:`torch.jit.optimize_for_inference`: batch norms folded, oneDNN
+convolutions with fused ReLUs) runs in C++ from one call: ResNet-18 at 224 on 2 threads 21–22 ms against
+27–29 ms eager (and 23–25 ms with :mod:`explorer.core.fold` alone).
+
+How: torch.fx traces the model with the shown layer kept as one call (a leaf), the graph's output becomes
+(a copy of the layer's first output, the model's output) — a copy, since an in-place op after the layer
+(ResNet's ``bn1`` → ``ReLU(inplace=True)``) would otherwise change what is shown — and that graph is
+traced by TorchScript for the model's fixed input shape. The result is used only if it gives the same
+layer output and model output as the model itself on two probe inputs; a model torch.fx cannot trace
+(data-dependent control flow), a non-tensor output, or any failure gives None, and the caller runs the
+model as it is.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Callable
+
+import torch
+from torch import fx, nn
+
+from explorer.core.probe import first_tensor
+
+# The frozen graph holds its own copy of the weights: models larger than this run eagerly instead
+# (VGG-16's 528 MB would double; its time is in the convolutions, where the graph gains least).
+MAX_TRACED_BYTES = 256 * 2**20
+
+
+class _ShownLayerTracer(fx.Tracer):
+    def __init__(self, layer: str) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return qualname == self.layer or super().is_leaf_module(m, qualname)
+
+
+def _with_layer_output(model: nn.Module, layer: str) -> fx.GraphModule | None:
+    graph = _ShownLayerTracer(layer).trace(model)
+    calls = [n for n in graph.nodes if n.op == "call_module" and n.target == layer]
+    outputs = [n for n in graph.nodes if n.op == "output"]
+    if not calls or len(outputs) != 1 or not isinstance(outputs[0].args[0], fx.Node):
+        return None
+    with graph.inserting_after(calls[0]):
+        kept = graph.call_method("clone", (calls[0],))
+    outputs[0].args = ((kept, outputs[0].args[0]),)
+    graph.lint()
+    return fx.GraphModule(model, graph)
+
+
+def hooked_outputs(model: nn.Module, layer: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(a copy of the layer's first output, the model's output) by a forward hook: the reference."""
+    seen: list[torch.Tensor] = []
+
+    def keep(_m, _i, o) -> None:
+        if not seen:
+            seen.append(first_tensor(o).detach().clone())
+
+    handle = model.get_submodule(layer).register_forward_hook(keep)
+    try:
+        with torch.no_grad():
+            out = first_tensor(model(x))
+    finally:
+        handle.remove()
+    return seen[0], out
+
+
+def traced_forward(model: nn.Module, layer: str, probe: torch.Tensor
+                   ) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None:
+    """A TorchScript function x → (layer output, model output) for inputs shaped like ``probe`` (one
+    image), or None where it cannot be made, the model is over :data:`MAX_TRACED_BYTES`, or the graph
+    does not give the model's own values (see the module)."""
+    size = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
+    if size > MAX_TRACED_BYTES:
+        return None
+    try:
+        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+            warnings.simplefilter("ignore")  # TorchScript's deprecation and tracer warnings
+            gm = _with_layer_output(model, layer)
+            if gm is None:
+                return None
+            probe = probe[:1].detach().clone()
+            script = torch.jit.trace(gm, probe, check_trace=False)
+            script = torch.jit.optimize_for_inference(torch.jit.freeze(script.eval()))
+            gen = torch.Generator(device="cpu").manual_seed(0)
+            checks = [probe, torch.randn(probe.shape, generator=gen).to(probe)]
+            for x in checks:
+                act, out = script(x)
+                want_act, want_out = hooked_outputs(model, layer, x)
+                for got, want in ((act, want_act), (out, want_out)):
+                    if not isinstance(got, torch.Tensor) or got.shape != want.shape:
+                        return None
+                    if float((got.float() - want.float()).abs().max()) > 1e-4 * float(want.abs().max()) + 1e-5:
+                        return None
+    except Exception:  # noqa: BLE001 - any model fx or TorchScript cannot take runs as it is
+        return None
+    return script
