@@ -30,7 +30,7 @@ class TinyCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.delay:
-            if isinstance(x, torch.fx.Proxy):  # a traced graph would drop the sleep: refuse to be traced
+            if torch.jit.is_tracing():  # a traced graph would drop the sleep: refuse to be traced
                 raise TypeError("the slow test model is not traceable")
             time.sleep(self.delay)  # a slow model, to see frames dropped rather than queued
         x = self.relu2(self.conv2(self.relu1(self.conv1(x))))

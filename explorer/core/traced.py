@@ -7,21 +7,24 @@ optimised for inference (:func:`torch.jit.optimize_for_inference`: batch norms f
 convolutions with fused ReLUs) runs in C++ from one call: ResNet-18 at 224 on 2 threads 21–22 ms against
 27–29 ms eager (and 23–25 ms with :mod:`explorer.core.fold` alone).
 
-How: torch.fx traces the model with the shown layer kept as one call (a leaf), the graph's output becomes
-(a copy of the layer's first output, the model's output) — a copy, since an in-place op after the layer
-(ResNet's ``bn1`` → ``ReLU(inplace=True)``) would otherwise change what is shown — and that graph is
-traced by TorchScript for the model's fixed input shape. The result is used only if it gives the same
-layer output and model output as the model itself on two probe inputs; a model torch.fx cannot trace
-(data-dependent control flow), a non-tensor output, or any failure gives None, and the caller runs the
-model as it is.
+How: TorchScript traces the model, for its fixed input shape, inside a wrapper whose forward hook on
+the shown layer keeps a copy of the layer's first output (a copy, since an in-place op after the layer,
+ResNet's ``bn1`` → ``ReLU(inplace=True)``, would otherwise change what is shown); the graph returns
+(that copy, the model's output). Not torch.fx: its tracer patches ``nn.Module.__call__`` for every
+thread while it runs, so a forward pass of another panel at that moment would fail, where TorchScript's
+tracing state is the tracing thread's own. A tracer warning (a Python branch on a tensor's value, whose
+trace would hold for one input only) ends the attempt. The result is used only if it gives the same
+layer output and model output as the model itself on two probe inputs; any failure gives None, and the
+caller runs the model as it is.
 """
 from __future__ import annotations
 
+import threading
 import warnings
 from typing import Callable
 
 import torch
-from torch import fx, nn
+from torch import nn
 
 from explorer.core.probe import first_tensor
 
@@ -30,26 +33,31 @@ from explorer.core.probe import first_tensor
 MAX_TRACED_BYTES = 256 * 2**20
 
 
-class _ShownLayerTracer(fx.Tracer):
-    def __init__(self, layer: str) -> None:
+class _WithLayerOutput(nn.Module):
+    """``model`` returning (a copy of ``layer``'s first output, its own output), by a forward hook that
+    TorchScript's tracer records like any other operation."""
+
+    def __init__(self, model: nn.Module, layer: str) -> None:
         super().__init__()
-        self.layer = layer
+        self.model = model
+        self.layer = model.get_submodule(layer)
 
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return qualname == self.layer or super().is_leaf_module(m, qualname)
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        seen: list[torch.Tensor] = []
+        me = threading.get_ident()
 
+        def keep(_m, _i, o) -> None:  # returns None: a returned value would replace the layer's output
+            if not seen and threading.get_ident() == me:  # another thread may run the same module meanwhile
+                seen.append(first_tensor(o).clone())
 
-def _with_layer_output(model: nn.Module, layer: str) -> fx.GraphModule | None:
-    graph = _ShownLayerTracer(layer).trace(model)
-    calls = [n for n in graph.nodes if n.op == "call_module" and n.target == layer]
-    outputs = [n for n in graph.nodes if n.op == "output"]
-    if not calls or len(outputs) != 1 or not isinstance(outputs[0].args[0], fx.Node):
-        return None
-    with graph.inserting_after(calls[0]):
-        kept = graph.call_method("clone", (calls[0],))
-    outputs[0].args = ((kept, outputs[0].args[0]),)
-    graph.lint()
-    return fx.GraphModule(model, graph)
+        handle = self.layer.register_forward_hook(keep)
+        try:
+            out = self.model(x)
+        finally:
+            handle.remove()
+        if not seen or not isinstance(out, torch.Tensor):
+            raise TypeError("the layer did not run, or the model's output is not one tensor")
+        return seen[0], out
 
 
 def hooked_outputs(model: nn.Module, layer: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,11 +88,11 @@ def traced_forward(model: nn.Module, layer: str, probe: torch.Tensor
     try:
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
             warnings.simplefilter("ignore")  # TorchScript's deprecation and tracer warnings
-            gm = _with_layer_output(model, layer)
-            if gm is None:
-                return None
+            # a value-dependent Python branch (float(x), x.item(), ...) makes a trace that holds for one
+            # input only: the tracer warns, and the warning ends the attempt
+            warnings.simplefilter("error", torch.jit.TracerWarning)
             probe = probe[:1].detach().clone()
-            script = torch.jit.trace(gm, probe, check_trace=False)
+            script = torch.jit.trace(_WithLayerOutput(model, layer), probe, check_trace=False)
             script = torch.jit.optimize_for_inference(torch.jit.freeze(script.eval()))
             gen = torch.Generator(device="cpu").manual_seed(0)
             checks = [probe, torch.randn(probe.shape, generator=gen).to(probe)]
