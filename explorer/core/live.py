@@ -276,7 +276,7 @@ class LivePipeline:
                     probe = torch.zeros((1, spec.channels, *spec.size), device=self.device)
                     if channels_last:
                         probe = probe.contiguous(memory_format=torch.channels_last)
-                    self._traced = (layer, traced_forward(module, layer, probe))
+                    self._traced = (layer, traced_forward(module, layer, probe, reference=self.module))
             return self._traced[1]
 
     def bare(self, x: torch.Tensor) -> Any:

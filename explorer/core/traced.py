@@ -63,9 +63,10 @@ class _WithLayerOutput(nn.Module):
 def hooked_outputs(model: nn.Module, layer: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(a copy of the layer's first output, the model's output) by a forward hook: the reference."""
     seen: list[torch.Tensor] = []
+    me = threading.get_ident()
 
     def keep(_m, _i, o) -> None:
-        if not seen:
+        if not seen and threading.get_ident() == me:
             seen.append(first_tensor(o).detach().clone())
 
     handle = model.get_submodule(layer).register_forward_hook(keep)
@@ -77,11 +78,12 @@ def hooked_outputs(model: nn.Module, layer: str, x: torch.Tensor) -> tuple[torch
     return seen[0], out
 
 
-def traced_forward(model: nn.Module, layer: str, probe: torch.Tensor
+def traced_forward(model: nn.Module, layer: str, probe: torch.Tensor, reference: nn.Module | None = None
                    ) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None:
     """A TorchScript function x → (layer output, model output) for inputs shaped like ``probe`` (one
     image), or None where it cannot be made, the model is over :data:`MAX_TRACED_BYTES`, or the graph
-    does not give the model's own values (see the module)."""
+    does not give the values of ``reference`` (default: ``model`` itself; the live view traces its
+    folded copy and checks it against the model as loaded)."""
     size = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
     if size > MAX_TRACED_BYTES:
         return None
@@ -98,12 +100,12 @@ def traced_forward(model: nn.Module, layer: str, probe: torch.Tensor
             checks = [probe, torch.randn(probe.shape, generator=gen).to(probe)]
             for x in checks:
                 act, out = script(x)
-                want_act, want_out = hooked_outputs(model, layer, x)
+                want_act, want_out = hooked_outputs(model if reference is None else reference, layer, x)
                 for got, want in ((act, want_act), (out, want_out)):
                     if not isinstance(got, torch.Tensor) or got.shape != want.shape:
                         return None
                     if float((got.float() - want.float()).abs().max()) > 1e-4 * float(want.abs().max()) + 1e-5:
                         return None
-    except Exception:  # noqa: BLE001 - any model fx or TorchScript cannot take runs as it is
+    except Exception:  # noqa: BLE001 - any model TorchScript cannot take runs as it is
         return None
     return script
