@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
                         metavar="WxH", help=f"window sizes (default: {' '.join(SIZES)})")
     parser.add_argument("--tabs", nargs="+", default=None, help="only these tabs (their --view names)")
     parser.add_argument("--model", default=None, help="model to load (default: the bundled default)")
+    parser.add_argument("--video", default=None, help="play this video in the Live tab (its shots then show frames)")
     args = parser.parse_args(argv)
 
     from PySide6.QtWidgets import QApplication  # noqa: PLC0415
@@ -64,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
                            interactive=False)
     window.show()
     wait_idle(app, window)
+    if args.video and not window.live_panel.open_video(args.video):
+        print(f"screenshots: error: {window.live_panel.message.text()}", file=sys.stderr)
+        return 2
     tabs = args.tabs or list(window.views)
     unknown = [t for t in tabs if t not in window.views]
     if unknown:

@@ -358,3 +358,16 @@ def test_the_panel_is_busy_until_the_first_grid_is_shown(qtbot, panel, video):
     assert not panel.busy
     panel.stop_source()
     assert not panel.busy
+
+
+def test_the_colour_bar_gives_the_layers_range_in_the_frame_shown(qtbot, panel, video):
+    assert panel.open_video(video)
+    wait_frames(qtbot, panel, 3)
+    panel.freeze(True)
+    qtbot.wait(100)  # a result already on its way may still be shown
+    panel.freeze(True)
+    result = panel.shown_result
+    act = layer_output(panel.loaded, image_to_tensor(result.frame.image, panel.loaded.spec), panel.layer)
+    # the pipeline resizes with torch's kernel, the oracle with Pillow: a level or so apart
+    assert result.grid_levels == pytest.approx((act.min(), act.max()), rel=0.02, abs=0.02)
+    assert panel.colorbar.levels() == pytest.approx(result.grid_levels)

@@ -145,6 +145,7 @@ class LiveResult:
     timings: dict[str, float] = field(default_factory=dict)  # stage name → seconds
     done: float = 0.0  # perf_counter when the worker finished
     aspect: float | None = None  # width / height the grid's columns were chosen for (None: a square grid)
+    grid_levels: tuple[float, float] = (0.0, 1.0)  # the layer's min and max: what grid levels 0 and 255 stand for
 
 
 class LivePipeline:
@@ -370,6 +371,7 @@ class LivePipeline:
                 unit_t = act[unit] if act.dim() == 3 else act.reshape(layout.count, -1)[unit].view(1, -1)
             top = int(out.reshape(out.shape[0], -1)[0].argmax()) if out.dim() >= 2 and out.numel() else None
             grid_np = _to_host(grid8)
+            grid_levels = tuple(float(v) for v in torch.aminmax(act))  # as activation_grid's "layer" scaling
             unit_np, unit_levels = None, (0.0, 1.0)
             if unit_t is not None:
                 lo, hi = (float(v) for v in torch.aminmax(unit_t))
@@ -379,7 +381,7 @@ class LivePipeline:
         return LiveResult(frame=prepared.frame, model_input=prepared.fitted, layer=inferred.layer, unit=unit,
                           grid=grid_np, layout=layout, unit_map=unit_np, top_class=top, unit_levels=unit_levels,
                           timings={"preprocess": prepared.seconds, "forward": inferred.seconds, "tile": t3 - t2},
-                          done=t3, aspect=inferred.aspect)
+                          done=t3, aspect=inferred.aspect, grid_levels=grid_levels)
 
     def process(self, frame: LiveFrame) -> LiveResult:
         """The three stages in series on the calling thread."""

@@ -130,10 +130,20 @@ class LivePanel(QWidget):
         self.grid_title = self.view.addLabel("layer", row=0, col=1)
         self.grid_box = self.view.addViewBox(row=1, col=1, rowspan=3, lockAspect=True, invertY=True,
                                              enableMenu=False)
+        # what the grid's colours stand for: the layer's activations in this frame, its minimum to its maximum
+        self.colorbar = pg.ColorBarItem(values=(0.0, 1.0), colorMap=pg.ColorMap(np.linspace(0, 1, 256),
+                                                                                 lookup_table("inferno")),
+                                        interactive=False, width=10, orientation="horizontal",
+                                        label="layer activation in this frame")
+        # under the grid: a narrow pane (1024x640) keeps its width for the tiles
+        self.view.addItem(self.colorbar, row=4, col=1)
+        self.colorbar.setToolTip("Colour of the layer's grid: its activations in this frame, "
+                                 "from the layer's minimum (black) to its maximum (yellow)")
+        self._colorbar_shown_at = 0.0
         grid_layout = self.view.ci.layout
         grid_layout.setColumnStretchFactor(0, 2)
         grid_layout.setColumnStretchFactor(1, 3)
-        for row, stretch in ((0, 0), (1, 3), (2, 0), (3, 2)):
+        for row, stretch in ((0, 0), (1, 3), (2, 0), (3, 2), (4, 0)):
             grid_layout.setRowStretchFactor(row, stretch)
         for title in (self.frame_title, self.unit_title, self.grid_title):
             title.setMaximumHeight(24)
@@ -360,6 +370,8 @@ class LivePanel(QWidget):
         self._step_pending = False
         if self.freeze_button.isChecked() != self.frozen:
             self.freeze_button.setChecked(self.frozen)
+        if self.frozen and self.shown_result is not None:
+            self._show_grid_levels(self.shown_result.grid_levels, force=True)  # the scale of the frame held
 
     def toggle_freeze(self) -> None:
         self.freeze(not self.frozen)
@@ -404,6 +416,7 @@ class LivePanel(QWidget):
         self._show_frame(result.frame.image)
         grid = result.grid
         self.grid_item.setImage(grid, autoLevels=False, levels=(0, 255))
+        self._show_grid_levels(result.grid_levels, force=self.frozen)
         self.grid_layout = result.layout
         if grid.shape != self._grid_shape:
             self._grid_shape = grid.shape
@@ -418,6 +431,17 @@ class LivePanel(QWidget):
         self._awaiting_paint = result
         if not self.grid_item.isVisible() or not self.view.isVisible():
             self._on_grid_painted()
+
+    def _show_grid_levels(self, levels: tuple[float, float], force: bool = False) -> None:
+        # While playing, the scale's labels change at most every STATS_INTERVAL (not 30 times a second), or
+        # at once when the range changed by half (another layer); a frozen frame gets its own at once.
+        lo, hi = levels[0], levels[1] if levels[1] > levels[0] else levels[0] + 1e-6
+        old_lo, old_hi = self.colorbar.levels()
+        now = time.perf_counter()
+        if (force or abs(lo - old_lo) + abs(hi - old_hi) > 0.5 * max(old_hi - old_lo, 1e-12)
+                or now - self._colorbar_shown_at >= STATS_INTERVAL):
+            self.colorbar.setLevels((lo, hi))
+            self._colorbar_shown_at = now
 
     def _show_frame(self, image: np.ndarray) -> None:
         self.frame_item.setImage(image, autoLevels=False, levels=(0, 255))
