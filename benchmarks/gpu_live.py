@@ -21,8 +21,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from explorer.core.errors import ExplorerError  # noqa: E402
 from explorer.core.live import LiveFrame, LivePipeline, LiveRunner, bare_forward  # noqa: E402
 from explorer.core.models import load_model  # noqa: E402
+from explorer.core.models.device import resolve_device  # noqa: E402
+from explorer.core.outputs import atomic_write, check_destination  # noqa: E402
 
 
 def frames(count: int, shape=(480, 640)) -> list[np.ndarray]:
@@ -68,12 +71,20 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--quick", action="store_true")
     args = p.parse_args()
+    if not args.seconds > 0:  # NaN and non-positive durations measure nothing
+        p.error(f"--seconds must be a positive number of seconds, not {args.seconds}")
+    try:  # before any model is loaded: the results file can be written, the device exists
+        out_path = check_destination(args.out, suffixes=(".json",))
+        device = resolve_device(args.device)
+    except (ExplorerError, ValueError) as exc:
+        print(f"gpu_live: error: {exc}", file=sys.stderr)
+        return 2
     models = [("resnet18", "layer1")] if args.quick else [("resnet18", "layer1"), ("resnet50", "layer1")]
     seconds = 1.0 if args.quick else args.seconds
     images = frames(16)
     rows = []
     for name, layer in models:
-        loaded = load_model(name, weights="none", device=args.device)
+        loaded = load_model(name, weights="none", device=str(device))
         variants = [(False, False)] + ([(True, True)] if loaded.device.type == "cuda" else [])
         for half, channels_last in variants:
             pipe = LivePipeline(loaded, layer=layer, unit=3, half=half, channels_last=channels_last)
@@ -87,7 +98,8 @@ def main() -> int:
             print(json.dumps(row), flush=True)
     info = {"torch": torch.__version__, "cuda": torch.version.cuda,
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "rows": rows}
-    Path(args.out).write_text(json.dumps(info, indent=2))
+    with atomic_write(out_path) as tmp:
+        tmp.write_text(json.dumps(info, indent=2))
     return 0
 
 

@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tabs", nargs="+", default=None, help="only these tabs (their --view names)")
     parser.add_argument("--model", default=None, help="model to load (default: the bundled default)")
     parser.add_argument("--video", default=None, help="play this video in the Live tab (its shots then show frames)")
+    parser.add_argument("--layer", default=None, help="select this layer first")
+    parser.add_argument("--play", type=float, default=3.0, metavar="S",
+                        help="with --video: seconds the Live tab plays before its shot (default 3)")
     args = parser.parse_args(argv)
 
     from PySide6.QtWidgets import QApplication  # noqa: PLC0415
@@ -65,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
                            interactive=False)
     window.show()
     wait_idle(app, window)
+    if args.layer:
+        window.layers.select_layer(args.layer)
+        wait_idle(app, window)
     if args.video and not window.live_panel.open_video(args.video):
         print(f"screenshots: error: {window.live_panel.message.text()}", file=sys.stderr)
         return 2
@@ -82,6 +88,11 @@ def main(argv: list[str] | None = None) -> int:
             window.show_view(tab)
             if not wait_idle(app, window):
                 print(f"{tab} at {w}x{h}: still busy after the timeout; saved as it is", file=sys.stderr)
+            if tab == "live" and args.video:  # frames and their stats at the rate the video plays
+                end = time.monotonic() + args.play
+                while time.monotonic() < end:
+                    app.processEvents()
+                    time.sleep(0.002)
             shots = [(tab, None)]
             if tab == "lstm":  # its side pane's second page too
                 shots.append(("lstm-saturation", window.lstm_panel.side_tabs))
