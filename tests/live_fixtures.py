@@ -80,8 +80,9 @@ def layer_output(loaded: LoadedModel, x: torch.Tensor, layer: str) -> np.ndarray
     module = copy.deepcopy(loaded.module)
     out = {}
     def keep(_m, _i, o) -> None:  # returns None: a hook's return value would replace the layer's output
-        # a copy: an in-place op after the layer (ResNet's bn1 → ReLU(inplace=True)) must not change it
-        out.setdefault("a", o.detach().clone())
+        # a copy: an in-place op after the layer (ResNet's bn1 → ReLU(inplace=True)) must not change it;
+        # a module that runs several times: its last output, as the layer views show
+        out["a"] = o.detach().clone()
 
     dict(module.named_modules())[layer].register_forward_hook(keep)
     with torch.no_grad():

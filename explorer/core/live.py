@@ -28,7 +28,7 @@ from explorer.core.fold import FoldedForward
 from explorer.core.models.spec import LoadedModel
 from explorer.core.preprocess import FIT_MODES
 from explorer.core.probe import default_layer as probe_default_layer
-from explorer.core.probe import leaves_of
+from explorer.core.probe import layer_and_output, leaves_of
 from explorer.core.tiling import GridLayout, activation_grid
 from explorer.core.traced import traced_forward
 
@@ -190,7 +190,6 @@ class LivePipeline:
         self._traced: tuple[str, Any] | None = None  # (layer, its traced graph or None)
         self._folded: FoldedForward | None = None
         self._fold_lock = threading.Lock()
-        self._named: dict[int, dict[str, nn.Module]] = {id(module): self.modules}
         self.fit = fit
         spec = loaded.spec
         self._mean = torch.tensor(spec.mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
@@ -260,10 +259,7 @@ class LivePipeline:
                 with torch.inference_mode(False):  # the probe's autograd graph finds the pairs
                     probe = torch.zeros((1, spec.channels, *spec.size), device=self.device)
                     self._folded = FoldedForward(self.module, probe)
-            module, channels_last = self._folded.for_layer(layer)
-            if id(module) not in self._named:
-                self._named[id(module)] = dict(module.named_modules())
-        return module, channels_last
+            return self._folded.for_layer(layer)
 
     def traced_for(self, layer: str) -> Any:
         """The traced graph x → (layer output, model output) for ``layer`` (see ``trace``), or None."""
@@ -292,7 +288,9 @@ class LivePipeline:
         return module(x)
 
     def forward(self, x: torch.Tensor, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run the model with one hook on ``layer``; returns (its output[0], the model's output)."""
+        """Run the model with one hook on ``layer`` (:func:`~explorer.core.probe.layer_and_output`; for a module
+        that runs several times, its last output, as the layer views show); returns (its output[0], the
+        model's output)."""
         traced = self.traced_for(layer)
         if traced is not None:
             with torch.inference_mode():
@@ -301,26 +299,9 @@ class LivePipeline:
         module, channels_last = self.module_for(layer)
         if channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        captured: list[torch.Tensor] = []
-        me = threading.get_ident()
-
-        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
-            # Other panels may run the same module on the GUI thread meanwhile: keep only our call.
-            if threading.get_ident() == me and not captured:
-                out = output[0] if isinstance(output, (tuple, list)) else output
-                captured.append(out.detach().clone())  # an in-place op after the layer must not change it
-
-        handle = self._named[id(module)][layer].register_forward_hook(hook)
-        try:
-            with torch.inference_mode():
-                out = module(x)
-        finally:
-            handle.remove()
-        if not captured:
-            raise InputError(f"layer {layer!r} did not run in the forward pass")
-        if isinstance(out, (tuple, list)):
-            out = out[0]
-        return captured[0][0], out
+        with torch.inference_mode():
+            act, out = layer_and_output(module, layer, x)
+        return act[0], out
 
     def follow_device(self) -> None:
         """Move along when the shared model was moved to another device (the app's device switch)."""
@@ -335,7 +316,6 @@ class LivePipeline:
             self._pinned_in = self._pinned_copied = None
             with self._fold_lock:
                 self._folded = self._traced = None  # their weights stayed on the old device
-                self._named = {id(self.module): self.modules}
 
     # ---- the three stages (LiveRunner runs each on its own thread; process() runs them in series) ----
     def prepare(self, frame: LiveFrame) -> "Prepared":

@@ -11,7 +11,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from explorer.core.errors import ExplorerError
+from explorer.core.errors import ExplorerError, InputError
 from explorer.core.tensors import first_tensor  # noqa: F401 - part of this module's interface
 
 
@@ -194,6 +194,17 @@ def capture(model: nn.Module, layers: list[str]) -> Iterator[dict[str, torch.Ten
     finally:
         for h in handles:
             h.remove()
+
+
+def layer_and_output(model: nn.Module, layer: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(a copy of ``layer``'s output, the model's output) for ``x``, by :func:`capture`: for a module that
+    runs several times in a pass, its last output, as the layer views show it. Used by the live view's
+    forward pass, eager and traced (:mod:`explorer.core.traced`)."""
+    with capture(model, [layer]) as store:
+        out = first_tensor(model(x))
+    if layer not in store:
+        raise InputError(f"layer {layer!r} did not run in the forward pass")
+    return store[layer], out
 
 
 @dataclass

@@ -8,7 +8,8 @@ convolutions with fused ReLUs) runs in C++ from one call: ResNet-18 at 224 on 2 
 27–29 ms eager (and 23–25 ms with :mod:`explorer.core.fold` alone).
 
 How: TorchScript traces the model, for its fixed input shape, inside a wrapper whose forward hook on
-the shown layer keeps a copy of the layer's first output (a copy, since an in-place op after the layer,
+the shown layer keeps a copy of the layer's output (:func:`explorer.core.probe.layer_and_output`, the
+same hook the eager live pass and the layer views use; a copy, since an in-place op after the layer,
 ResNet's ``bn1`` → ``ReLU(inplace=True)``, would otherwise change what is shown); the graph returns
 (that copy, the model's output). Not torch.fx: its tracer patches ``nn.Module.__call__`` for every
 thread while it runs, so a forward pass of another panel at that moment would fail, where TorchScript's
@@ -19,14 +20,13 @@ caller runs the model as it is.
 """
 from __future__ import annotations
 
-import threading
 import warnings
 from typing import Callable
 
 import torch
 from torch import nn
 
-from explorer.core.probe import first_tensor
+from explorer.core.probe import layer_and_output
 
 # The frozen graph holds its own copy of the weights: models larger than this run eagerly instead
 # (VGG-16's 528 MB would double; its time is in the convolutions, where the graph gains least).
@@ -34,48 +34,19 @@ MAX_TRACED_BYTES = 256 * 2**20
 
 
 class _WithLayerOutput(nn.Module):
-    """``model`` returning (a copy of ``layer``'s first output, its own output), by a forward hook that
-    TorchScript's tracer records like any other operation."""
+    """``model`` returning (a copy of ``layer``'s output, its own output), by the forward hook of
+    :func:`~explorer.core.probe.layer_and_output`, which TorchScript's tracer records like any operation."""
 
     def __init__(self, model: nn.Module, layer: str) -> None:
         super().__init__()
         self.model = model
-        self.layer = model.get_submodule(layer)
+        self.layer = layer
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        seen: list[torch.Tensor] = []
-        me = threading.get_ident()
-
-        def keep(_m, _i, o) -> None:  # returns None: a returned value would replace the layer's output
-            if not seen and threading.get_ident() == me:  # another thread may run the same module meanwhile
-                seen.append(first_tensor(o).clone())
-
-        handle = self.layer.register_forward_hook(keep)
-        try:
-            out = self.model(x)
-        finally:
-            handle.remove()
-        if not seen or not isinstance(out, torch.Tensor):
-            raise TypeError("the layer did not run, or the model's output is not one tensor")
-        return seen[0], out
-
-
-def hooked_outputs(model: nn.Module, layer: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(a copy of the layer's first output, the model's output) by a forward hook: the reference."""
-    seen: list[torch.Tensor] = []
-    me = threading.get_ident()
-
-    def keep(_m, _i, o) -> None:
-        if not seen and threading.get_ident() == me:
-            seen.append(first_tensor(o).detach().clone())
-
-    handle = model.get_submodule(layer).register_forward_hook(keep)
-    try:
-        with torch.no_grad():
-            out = first_tensor(model(x))
-    finally:
-        handle.remove()
-    return seen[0], out
+        act, out = layer_and_output(self.model, self.layer, x)
+        if not isinstance(out, torch.Tensor):
+            raise TypeError("the model's output is not one tensor")
+        return act, out
 
 
 def traced_forward(model: nn.Module, layer: str, probe: torch.Tensor, reference: nn.Module | None = None
@@ -100,7 +71,7 @@ def traced_forward(model: nn.Module, layer: str, probe: torch.Tensor, reference:
             checks = [probe, torch.randn(probe.shape, generator=gen).to(probe)]
             for x in checks:
                 act, out = script(x)
-                want_act, want_out = hooked_outputs(model if reference is None else reference, layer, x)
+                want_act, want_out = layer_and_output(model if reference is None else reference, layer, x)
                 for got, want in ((act, want_act), (out, want_out)):
                     if not isinstance(got, torch.Tensor) or got.shape != want.shape:
                         return None
