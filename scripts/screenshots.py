@@ -31,6 +31,16 @@ def parse_size(text: str) -> tuple[int, int]:
     return w, h
 
 
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:  # NaN, zero and negatives included
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
 def wait_idle(app, window, timeout_s: float = 300.0) -> bool:
     """Process events until the window has been idle for a few polls (True) or the timeout passed."""
     deadline = time.monotonic() + timeout_s
@@ -54,9 +64,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None, help="model to load (default: the bundled default)")
     parser.add_argument("--video", default=None, help="play this video in the Live tab (its shots then show frames)")
     parser.add_argument("--layer", default=None, help="select this layer first")
-    parser.add_argument("--play", type=float, default=3.0, metavar="S",
+    parser.add_argument("--play", type=positive_seconds, default=3.0, metavar="S",
                         help="with --video: seconds the Live tab plays before its shot (default 3)")
     args = parser.parse_args(argv)
+    from explorer.core.errors import OutputError  # noqa: PLC0415
+    from explorer.core.outputs import check_destination_folder  # noqa: PLC0415
+
+    try:  # before the window opens: the folder can be written
+        check_destination_folder(args.out)
+    except OutputError as exc:
+        print(f"screenshots: error: {exc}", file=sys.stderr)
+        return 2
 
     from PySide6.QtWidgets import QApplication  # noqa: PLC0415
 
@@ -69,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     window.show()
     wait_idle(app, window)
     if args.layer:
+        names = dict(window.loaded.module.named_modules()) if window.loaded is not None else {}
+        if args.layer not in names or not args.layer:
+            print(f"screenshots: error: no layer named {args.layer!r} in the model", file=sys.stderr)
+            return 2
         window.layers.select_layer(args.layer)
         wait_idle(app, window)
     if args.video and not window.live_panel.open_video(args.video):
